@@ -1,0 +1,249 @@
+"""Convert stage: one unit of a split into a WebDataset tar shard and Parquet file(s).
+
+Writes, under ``releases/<version>/``::
+
+    webdataset/<split>/<split>-NNNNNN.tar          <image_id>.png, .json, .labels.npy per sample
+    parquet/split=<split>/<split>-NNNNNN-KK.parquet  one row per image, PNG bytes in ``image``
+
+Images keep their original bytes when they are 8-bit grayscale; others are converted once.
+Output is byte-reproducible: sorted order, fixed tar mtime/owner, deterministic Parquet.
+Unit results (files with size, sha256, md5, rows) go to ``runs/<run>/units/<unit>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import images, nih
+from pipeline.config import RunConfig
+from pipeline.errors import BadDataError
+from pipeline.plan import Plan, Unit
+from pipeline.progress import Progress
+from pipeline.storage import Store
+from pipeline.workspace import get_frame, get_json, put_json, records, release_prefix, run_prefix
+
+log = logging.getLogger(__name__)
+
+TAR_MTIME = 1_500_000_000  # fixed (2017-07-14) so shards are byte-reproducible
+BBOX_TYPE = pa.list_(
+    pa.struct(
+        [("label", pa.string()), ("x", pa.float64()), ("y", pa.float64()), ("w", pa.float64()), ("h", pa.float64())]
+    )
+)
+FINDING_COLUMNS = tuple(nih.finding_column(label) for label in nih.FINDINGS)
+
+
+def release_schema() -> pa.Schema:
+    """The schema of every Parquet file of a release (the metadata-only file drops ``image``)."""
+    fields = [
+        ("image_id", pa.string()),
+        ("image_index", pa.string()),
+        ("patient_id", pa.int64()),
+        ("follow_up", pa.int64()),
+        ("age_years", pa.float64()),
+        ("sex", pa.string()),
+        ("view_position", pa.string()),
+        ("labels", pa.list_(pa.string())),
+        ("no_finding", pa.bool_()),
+        *[(col, pa.bool_()) for col in FINDING_COLUMNS],
+        ("bboxes", BBOX_TYPE),
+        ("original_width", pa.int64()),
+        ("original_height", pa.int64()),
+        ("pixel_spacing_x", pa.float64()),
+        ("pixel_spacing_y", pa.float64()),
+        ("split", pa.string()),
+        ("source_shard", pa.string()),
+        ("original_mode", pa.string()),
+        ("converted", pa.bool_()),
+        ("sha256", pa.string()),
+        ("image", pa.binary()),
+    ]
+    return pa.schema(fields)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image ready to publish."""
+
+    record: dict[str, Any]
+    png: bytes
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def to_record(row: dict[str, Any], png: bytes, converted: bool) -> dict[str, Any]:
+    """Build one published row from a plan row and its published PNG bytes."""
+    labels = [str(x) for x in row["labels"]]
+    record: dict[str, Any] = {
+        "image_id": row["image_index"].removesuffix(".png"),
+        "image_index": row["image_index"],
+        "patient_id": int(row["patient_id"]),
+        "follow_up": int(row["follow_up"]),
+        "age_years": _opt_float(row["age_years"]),
+        "sex": row["sex"],
+        "view_position": row["view_position"],
+        "labels": labels,
+        "no_finding": nih.NO_FINDING in labels,
+        **{col: label in labels for col, label in zip(FINDING_COLUMNS, nih.FINDINGS, strict=True)},
+        "bboxes": [dict(b) for b in row["bboxes"]],
+        "original_width": _opt_int(row["original_width"]),
+        "original_height": _opt_int(row["original_height"]),
+        "pixel_spacing_x": _opt_float(row["pixel_spacing_x"]),
+        "pixel_spacing_y": _opt_float(row["pixel_spacing_y"]),
+        "split": row["split"],
+        "source_shard": row["shard"],
+        "original_mode": row["mode"],
+        "converted": converted,
+        "sha256": hashlib.sha256(png).hexdigest(),
+    }
+    return record
+
+
+def prepare(row: dict[str, Any], data: bytes) -> Sample:
+    """Check one raw image against its manifest and convert it when it is not 8-bit grayscale."""
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise BadDataError(f"raw object {row['key']} does not match its manifest sha256; re-run extract")
+    info = images.check_png(data)
+    png = data if info.is_gray8 else images.to_gray8_png(data)
+    return Sample(to_record(row, png, not info.is_gray8), png)
+
+
+def _fetch(store: Store, rows: list[dict[str, Any]], workers: int) -> Iterator[Sample]:
+    """Yield samples in row order, fetching ahead concurrently (bounded window)."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        window = max(4, 2 * workers)
+        for start in range(0, len(rows), window):
+            batch = rows[start : start + window]
+            blobs = list(pool.map(lambda r: store.get_bytes(r["key"]), batch))
+            yield from pool.map(prepare, batch, blobs)
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_sample(tar: tarfile.TarFile, sample: Sample) -> None:
+    """Add one sample's ``.png``, ``.json`` and ``.labels.npy`` members."""
+    key = sample.record["image_id"]
+    meta = {k: v for k, v in sample.record.items() if k != "image"}
+    vector = np.array([sample.record[c] for c in FINDING_COLUMNS] + [sample.record["no_finding"]], dtype=np.uint8)
+    npy = io.BytesIO()
+    np.save(npy, vector, allow_pickle=False)
+    _tar_member(tar, f"{key}.png", sample.png)
+    _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+    _tar_member(tar, f"{key}.labels.npy", npy.getvalue())
+
+
+class ParquetParts:
+    """Writes rows into Parquet files of bounded size with row groups of bounded bytes."""
+
+    def __init__(self, directory: Path, stem: str, cfg: RunConfig) -> None:
+        self.directory, self.stem, self.cfg = directory, stem, cfg
+        self.schema = release_schema()
+        self.paths: list[Path] = []
+        self.rows: list[list[dict[str, Any]]] = []
+        self._batch: list[dict[str, Any]] = []
+        self._batch_bytes = self._file_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, record: dict[str, Any], png: bytes) -> None:
+        self._batch.append({**record, "image": png})
+        self._batch_bytes += len(png)
+        if self._batch_bytes >= self.cfg.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        if self._writer is None or self._file_bytes >= self.cfg.parquet_file_bytes:
+            self._open()
+        assert self._writer is not None
+        self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema), row_group_size=len(self._batch))
+        self.rows[-1].extend({"image_index": r["image_index"]} for r in self._batch)
+        self._file_bytes += self._batch_bytes
+        self._batch, self._batch_bytes = [], 0
+
+    def _open(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        path = self.directory / f"{self.stem}-{len(self.paths):02d}.parquet"
+        self._writer = pq.ParquetWriter(path, self.schema, compression="none", write_statistics=True)
+        self.paths.append(path)
+        self.rows.append([])
+        self._file_bytes = 0
+
+    def close(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def _upload(store: Store, rel: str, path: Path, count: int, kind: str) -> dict[str, Any]:
+    sha, md5 = _digests(path)
+    store.put_file(rel, path)
+    return {"path": rel, "size": path.stat().st_size, "sha256": sha, "md5": md5, "rows": count, "kind": kind}
+
+
+def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[str, Any]:
+    """Convert one unit; return its result (files and per-image digests). Idempotent per run."""
+    prefix, release = run_prefix(plan.run_id), release_prefix(plan.version)
+    done_key = f"{prefix}/units/{unit.name}.json"
+    if store.exists(done_key):
+        log.info("unit %s already converted in this run: skipped", unit.name)
+        result: dict[str, Any] = get_json(store, done_key)
+        return {k: v for k, v in result.items() if k != "digests"}
+    frame = get_frame(store, f"{prefix}/plan.parquet")
+    rows = records(frame[(frame["split"] == unit.split) & (frame["unit"] == unit.index)])
+    progress = Progress(f"convert {unit.name}", len(rows), log)
+    digests: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cxr-convert-") as tmp:
+        tar_path, parts = Path(tmp) / f"{unit.name}.tar", ParquetParts(Path(tmp), unit.name, cfg)
+        with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in _fetch(store, rows, cfg.upload_workers):
+                write_sample(tar, sample)
+                parts.add(sample.record, sample.png)
+                digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
+                progress.advance()
+        parts.close()
+        files = [_upload(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar", tar_path, len(rows), "wds")]
+        for path, part_rows in zip(parts.paths, parts.rows, strict=True):
+            rel = f"{release}/parquet/split={unit.split}/{path.name}"
+            files.append(_upload(store, rel, path, len(part_rows), "parquet"))
+    progress.finish()
+    result = {"unit": unit.name, "split": unit.split, "images": len(rows), "files": files, "digests": digests}
+    put_json(store, done_key, result)
+    return {k: v for k, v in result.items() if k != "digests"}

@@ -1,0 +1,202 @@
+"""Plan stage: join images with metadata, assign patient-level splits, cut the conversion into units.
+
+Every input image and metadata row ends up either in the plan (to be published) or in the
+quarantine table with its reason. The plan is kept in the run's workspace:
+
+- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, unit, raw key, sha256)
+- ``runs/<run>/quarantine.parquet``: shard, member, image, reason
+- ``runs/<run>/plan.json``: version, input fingerprint, units, counts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+import pipeline
+from pipeline import publish, split
+from pipeline.config import RunConfig
+from pipeline.storage import Store
+from pipeline.workspace import get_frame, get_json, put_frame, put_json, run_prefix
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = ("source", "member", "image_index", "reason")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent conversion job: a slice of one split, written as one tar and its Parquet part."""
+
+    split: str
+    index: int
+    images: int
+    bytes: int
+
+    @property
+    def name(self) -> str:
+        """``train-000000``: the stem of its WebDataset shard and Parquet file."""
+        return f"{self.split}-{self.index:06d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will publish (goes through XCom: no per-image data)."""
+
+    run_id: str
+    version: str
+    fingerprint: str
+    unchanged: bool
+    split_mode: str
+    units: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+def load_raw_images(store: Store, shard_prefixes: list[str]) -> pd.DataFrame:
+    """Concatenate the per-shard raw manifests, in shard order."""
+    frames = [
+        pq.read_table(io.BytesIO(store.get_bytes(f"{p}/manifest.parquet"))).to_pandas() for p in sorted(shard_prefixes)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
+
+
+def _quarantine_rows(frame: pd.DataFrame, reason: str | None = None) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "source": frame.get("shard", pd.Series([""] * len(frame), index=frame.index)).fillna(""),
+            "member": frame.get("member", pd.Series([""] * len(frame), index=frame.index)).fillna(""),
+            "image_index": frame["image_index"],
+            "reason": reason if reason is not None else frame["reason"],
+        }
+    )
+    return out.astype(str)
+
+
+def reconcile(raw: pd.DataFrame, entry: pd.DataFrame, entry_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Match raw images with metadata rows; return (publishable rows, quarantine)."""
+    bad = raw[raw["status"] != "ok"]
+    ok = raw[raw["status"] == "ok"]
+    dup_mask = ok.duplicated("image_index", keep="first")
+    dups = ok[dup_mask]
+    ok = ok[~dup_mask]
+    no_row = ok[~ok["image_index"].isin(entry["image_index"])]
+    no_image = entry[~entry["image_index"].isin(ok["image_index"])].assign(shard=entry_name, member="")
+    quarantine = pd.concat(
+        [
+            _quarantine_rows(bad),
+            _quarantine_rows(dups, "same image name already landed from an earlier shard"),
+            _quarantine_rows(no_row, f"image has no row in {entry_name}"),
+            _quarantine_rows(no_image, "metadata row whose image is not in the source (absent or quarantined)"),
+        ],
+        ignore_index=True,
+    )
+    joined = entry.merge(ok[["image_index", "shard", "key", "size", "sha256", "mode"]], on="image_index")
+    return joined.sort_values("image_index", ignore_index=True), quarantine
+
+
+def attach_bboxes(frame: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``bboxes`` column: a list of {label, x, y, w, h} per image (empty when none)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in boxes.to_dict("records"):
+        box = {"label": str(row["label"]), **{k: float(row[k]) for k in ("x", "y", "w", "h")}}
+        grouped.setdefault(str(row["image_index"]), []).append(box)
+    column = pd.Series([grouped.get(str(name), []) for name in frame["image_index"]], index=frame.index, dtype=object)
+    return frame.assign(bboxes=column)
+
+
+def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> tuple[pd.DataFrame, str]:
+    """Add the ``split`` column; return the frame and the resolved mode."""
+    mode = split.resolve_mode(cfg.split_mode, bool(lists.get("test")))
+    test_patients = {int(name[:8]) for name in lists.get("test", [])}
+    by_patient = split.assign_patients(
+        frame["patient_id"],
+        mode,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        test_patients=test_patients,
+    )
+    frame = frame.assign(split=frame["patient_id"].map(lambda p: by_patient[int(p)]))
+    leaks = split.leaking_patients(frame)
+    if leaks:
+        raise AssertionError(f"patients in more than one split: {leaks[:10]}")
+    return frame, mode
+
+
+def cut_units(frame: pd.DataFrame, target_bytes: int) -> tuple[pd.DataFrame, list[Unit]]:
+    """Number consecutive images of each split into units of about ``target_bytes``."""
+    splits, sizes = frame["split"].to_numpy(), frame["size"].to_numpy()
+    unit_col, units = [0] * len(frame), []
+    for name in split.SPLITS:
+        current, size, count = 0, 0, 0
+        for i in (i for i in range(len(frame)) if splits[i] == name):
+            if count and size + int(sizes[i]) > target_bytes:
+                units.append(Unit(name, current, count, size))
+                current, size, count = current + 1, 0, 0
+            unit_col[i] = current
+            size, count = size + int(sizes[i]), count + 1
+        if count:
+            units.append(Unit(name, current, count, size))
+    return frame.assign(unit=unit_col), units
+
+
+def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_hashes: dict[str, str]) -> str:
+    """Hash everything a release's content depends on: inputs, split settings, pipeline version."""
+    material = {
+        "pipeline": pipeline.__version__,
+        "split_mode": mode,
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "shard_target_bytes": cfg.shard_target_bytes,
+        "shards": shard_hashes,
+        "files": file_hashes,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Plan:
+    """Build the run's plan from the raw zone and the curated metadata; choose the release version."""
+    prefix = run_prefix(cfg.run_id)
+    entry = get_frame(store, f"{prefix}/data_entry.parquet")
+    lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
+    raw = load_raw_images(store, [r["prefix"] for r in shard_results])
+    frame, quarantine = reconcile(raw, entry, curated["data_entry_file"])
+    frame = attach_bboxes(frame, get_frame(store, f"{prefix}/bboxes.parquet"))
+    frame, mode = assign(frame, cfg, lists)
+    frame, units = cut_units(frame, cfg.shard_target_bytes)
+    shard_hashes = {r["shard"]: r["archive_sha256"] for r in shard_results}
+    fp = fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
+    version, unchanged = publish.claim_version(store, cfg, fp)
+    put_frame(store, f"{prefix}/plan.parquet", frame)
+    put_frame(store, f"{prefix}/quarantine.parquet", quarantine)
+    counts = {s: int((frame["split"] == s).sum()) for s in split.SPLITS}
+    todo = [] if unchanged else [asdict(u) for u in units]
+    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine))
+    put_json(store, f"{prefix}/plan.json", plan.to_dict())
+    log.info(
+        "plan: release %s (%s), %s, %d quarantined, %d units",
+        version,
+        "unchanged" if unchanged else "new",
+        counts,
+        len(quarantine),
+        len(units),
+    )
+    return plan

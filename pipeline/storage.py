@@ -1,0 +1,201 @@
+"""One storage code path: an ``s3://bucket/prefix`` store reached with boto3.
+
+Every object is addressed by a key relative to the store's prefix. Uploads send their
+SHA-256 so the store rejects corrupted bodies, and ``put_bytes(..., if_absent=True)``
+uses the ``If-None-Match: *`` conditional write so two writers can never both create a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+
+from pipeline.config import StoreConfig
+from pipeline.errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed or inspected object."""
+
+    key: str
+    size: int
+    etag: str
+
+
+class ObjectExistsError(Exception):
+    """A conditional create found the key already taken."""
+
+
+def parse_store_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/prefix`` into bucket and prefix (without slashes at either end)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"store {uri!r} is not an s3://BUCKET[/PREFIX] URI")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def sha256_b64(data: bytes) -> str:
+    """Return the base64 SHA-256 that S3 expects in ``ChecksumSHA256``."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def make_client(config: StoreConfig, max_pool: int = 32) -> S3Client:
+    """Create a boto3 S3 client with retries, timeouts and path-style addressing."""
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key_id,
+        aws_secret_access_key=config.secret_access_key,
+        region_name=config.region,
+    )
+    botocfg = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=max_pool,
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.client("s3", endpoint_url=config.endpoint_url, config=botocfg)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class Store:
+    """Objects under one bucket and prefix."""
+
+    def __init__(self, config: StoreConfig, client: S3Client | None = None) -> None:
+        self.config = config
+        self.bucket, self.prefix = parse_store_uri(config.uri)
+        self.client = client or make_client(config)
+
+    def key(self, rel: str) -> str:
+        """Return the full object key of a store-relative path."""
+        rel = rel.lstrip("/")
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def uri(self, rel: str) -> str:
+        """Return the ``s3://`` URI of a store-relative path."""
+        return f"s3://{self.bucket}/{self.key(rel)}"
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except (EndpointConnectionError, ConnectionClosedError) as exc:
+            raise StoreUnavailableError(
+                f"object store at {self.config.endpoint_url or 'AWS'} unreachable while {what}: {exc}"
+            ) from exc
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if isinstance(status, int) and status >= 500:
+                raise StoreUnavailableError(f"object store error while {what}: {exc}") from exc
+            raise
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist yet."""
+        try:
+            self._call(f"checking bucket {self.bucket}", self.client.head_bucket)
+        except ClientError as exc:
+            if _code(exc) not in _MISSING_CODES | {"NoSuchBucket"}:
+                raise
+            log.info("creating bucket %s", self.bucket)
+            self._call(f"creating bucket {self.bucket}", self.client.create_bucket)
+
+    def put_bytes(self, rel: str, data: bytes, *, if_absent: bool = False, content_type: str | None = None) -> str:
+        """Upload ``data`` with its SHA-256 checksum; return the hex SHA-256.
+
+        With ``if_absent`` the write only succeeds when the key does not exist yet,
+        otherwise :class:`ObjectExistsError` is raised.
+        """
+        extra: dict[str, Any] = {"ChecksumSHA256": sha256_b64(data)}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        if content_type:
+            extra["ContentType"] = content_type
+        try:
+            self._call(f"writing {self.uri(rel)}", self.client.put_object, Key=self.key(rel), Body=data, **extra)
+        except ClientError as exc:
+            if if_absent and _code(exc) in _PRECONDITION_CODES:
+                raise ObjectExistsError(self.uri(rel)) from exc
+            raise
+        return hashlib.sha256(data).hexdigest()
+
+    def put_file(self, rel: str, path: Path, content_type: str | None = None) -> None:
+        """Upload a local file (multipart when large)."""
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}
+        if content_type:
+            extra["ContentType"] = content_type
+        try:
+            self.client.upload_file(str(path), self.bucket, self.key(rel), ExtraArgs=extra)
+        except (EndpointConnectionError, ConnectionClosedError) as exc:
+            raise StoreUnavailableError(f"object store unreachable while writing {self.uri(rel)}") from exc
+
+    def get_bytes(self, rel: str) -> bytes:
+        """Download one object whole (for small objects: manifests, images)."""
+        response = self._call(f"reading {self.uri(rel)}", self.client.get_object, Key=self.key(rel))
+        body: bytes = response["Body"].read()
+        return body
+
+    def open_stream(self, rel: str) -> IO[bytes]:
+        """Return a streaming reader of one object."""
+        response = self._call(f"reading {self.uri(rel)}", self.client.get_object, Key=self.key(rel))
+        stream: IO[bytes] = response["Body"]
+        return stream
+
+    def head(self, rel: str) -> ObjectInfo | None:
+        """Return the object's size and ETag, or None when it does not exist."""
+        try:
+            response = self._call(f"inspecting {self.uri(rel)}", self.client.head_object, Key=self.key(rel))
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                return None
+            raise
+        return ObjectInfo(rel, int(response["ContentLength"]), str(response.get("ETag", "")).strip('"'))
+
+    def exists(self, rel: str) -> bool:
+        """Say whether the object exists."""
+        return self.head(rel) is not None
+
+    def list(self, rel_prefix: str) -> Iterator[ObjectInfo]:
+        """List objects whose store-relative key starts with ``rel_prefix``."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.key(""))
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(rel_prefix)):
+                for item in page.get("Contents", []):
+                    rel = item["Key"][strip:]
+                    yield ObjectInfo(rel, int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+        except (EndpointConnectionError, ConnectionClosedError) as exc:
+            raise StoreUnavailableError(f"object store unreachable while listing {self.uri(rel_prefix)}") from exc
+
+    def delete(self, rel: str) -> None:
+        """Delete one object (missing objects are fine)."""
+        self._call(f"deleting {self.uri(rel)}", self.client.delete_object, Key=self.key(rel))
+
+    def delete_prefix(self, rel_prefix: str) -> int:
+        """Delete every object under a prefix; return how many were deleted."""
+        keys = [self.key(info.key) for info in self.list(rel_prefix)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self._call("deleting objects", self.client.delete_objects, Delete={"Objects": batch, "Quiet": True})
+        return len(keys)

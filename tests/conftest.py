@@ -1,0 +1,51 @@
+"""Shared pytest fixtures, one section per subsystem."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pipeline.stack import LocalS3, StackInfo, make_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+# =====================================================================================================
+# S3: a local SeaweedFS `weed mini` endpoint on 127.0.0.1 (pipeline/stack.py)
+# =====================================================================================================
+
+
+@pytest.fixture(scope="session")
+def s3_stack() -> Iterator[StackInfo]:
+    """One loopback S3 endpoint for the whole session: random ports, temp data dir removed afterwards."""
+    with LocalS3() as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_stack: StackInfo) -> S3Client:
+    """A signed boto3 S3 client for the read/write ``pipeline`` identity."""
+    return make_client(s3_stack)
+
+
+@pytest.fixture(scope="session")
+def s3_consumer_client(s3_stack: StackInfo) -> S3Client:
+    """A signed boto3 S3 client for the read/list-only ``consumer`` identity."""
+    return make_client(s3_stack, consumer=True)
+
+
+@pytest.fixture
+def s3_bucket(s3_client: S3Client) -> Iterator[str]:
+    """A fresh, uniquely named bucket; emptied and deleted after the test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3_client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+    s3_client.delete_bucket(Bucket=name)

@@ -1,0 +1,72 @@
+"""Conditional writes, version claims and the latest pointer against the real local S3 endpoint."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from pipeline import publish
+from pipeline.config import RunConfig, StoreConfig
+from pipeline.errors import ReleaseConflictError
+from pipeline.stack import StackInfo
+from pipeline.storage import ObjectExistsError, Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(s3_stack: StackInfo, s3_bucket: str) -> Store:
+    cfg = StoreConfig(f"s3://{s3_bucket}/p", s3_stack.endpoint_url, s3_stack.access_key_id,
+                      s3_stack.secret_access_key)
+    return Store(cfg)
+
+
+def _cfg(store: Store, **kw: Any) -> RunConfig:
+    return RunConfig(source="/nowhere", store=store.config, logical_date="2026-11-26T02:00:00+00:00", **kw)
+
+
+def test_conditional_create_refuses_an_existing_key(store: Store) -> None:
+    store.put_bytes("a.json", b"1", if_absent=True)
+    with pytest.raises(ObjectExistsError):
+        store.put_bytes("a.json", b"2", if_absent=True)
+    assert store.get_bytes("a.json") == b"1"
+
+
+def test_version_from_logical_date_and_suffix_for_other_content(store: Store) -> None:
+    assert publish.claim_version(store, _cfg(store), "fp-a") == ("2026.11.26", False)
+    publish.write_manifest(store, "2026.11.26", {"input_fingerprint": "fp-a"})
+    assert publish.claim_version(store, _cfg(store), "fp-a") == ("2026.11.26", True)
+    assert publish.claim_version(store, _cfg(store), "fp-b") == ("2026.11.26.2", False)
+
+
+def test_explicit_version_with_other_content_is_refused(store: Store) -> None:
+    publish.write_manifest(store, "v7", {"input_fingerprint": "one"})
+    with pytest.raises(ReleaseConflictError, match="release v7 already exists"):
+        publish.claim_version(store, _cfg(store, release="v7"), "two")
+
+
+def test_concurrent_claims_of_one_version_have_one_winner(store: Store) -> None:
+    outcomes: list[str] = []
+
+    def claim(fp: str) -> None:
+        try:
+            publish.claim_version(store, _cfg(store, release="race"), fp)
+            outcomes.append(fp)
+        except ReleaseConflictError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=claim, args=(f"fp{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("refused") == 5
+
+
+def test_latest_never_moves_back_to_an_older_version(store: Store) -> None:
+    assert publish.move_latest(store, "2026.11.26", "m1", "f1")
+    assert not publish.move_latest(store, "2026.11.20", "m0", "f0")
+    assert publish.read_latest(store)["version"] == "2026.11.26"  # type: ignore[index]
+    assert publish.move_latest(store, "2026.11.26.2", "m2", "f2")
