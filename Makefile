@@ -40,7 +40,7 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 typecheck: $(STAMP)  ## mypy --strict over pipeline/
 	$(BIN)/mypy
 
-ui: $(STAMP)  ## the Airflow UI on 127.0.0.1:8793 against the demo's store
+ui: $(STAMP)  ## the Airflow UI on 127.0.0.1:8780 against the demo's store
 	$(BIN)/cxr ui
 
 stack-up: $(STAMP)  ## start the local S3 endpoint in the background (prints export lines)

@@ -44,8 +44,8 @@ def _run(stage: str, *args: Any) -> Any:
 
     ctx = get_current_context()
     logical = ctx.get("logical_date") or ctx["dag_run"].run_after
-    cfg = tasks.config_from_params(dict(ctx["params"]), ctx["run_id"], logical.isoformat() if logical else None)
     try:
+        cfg = tasks.config_from_params(dict(ctx["params"]), ctx["run_id"], logical.isoformat() if logical else None)
         return getattr(tasks, stage)(cfg, *args)
     except PipelineError as exc:
         if exc.retryable:

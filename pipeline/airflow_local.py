@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
+API_PORT = 8780
 
 
 def airflow_bin() -> str:
@@ -38,8 +39,11 @@ def _secret(home: Path, name: str) -> str:
     return path.read_text().strip()
 
 
-def airflow_env(home: Path, api_port: int = 8793, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for every Airflow process of one local installation."""
+def airflow_env(home: Path, api_port: int = API_PORT, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Airflow process of one local installation.
+
+    The scheduler's log server takes ``api_port + 1`` (its default, 8793, would clash between installations).
+    """
     home.mkdir(parents=True, exist_ok=True)
     passwords = home / "simple_auth_manager_passwords.json"
     if not passwords.exists():
@@ -59,6 +63,7 @@ def airflow_env(home: Path, api_port: int = 8793, extra: dict[str, str] | None =
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(api_port + 1),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home, ".jwt_secret"),

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("ui", help="the Airflow UI on 127.0.0.1 against the demo's store")
     p.add_argument("--dir", default=".cxr")
-    p.add_argument("--port", type=int, default=8793)
+    p.add_argument("--port", type=int, default=8780, help="API server port (the log server takes PORT+1)")
     p.set_defaults(func=cmd_ui)
     return parser
 

@@ -8,6 +8,7 @@ the release is and what to try next. Its data stays in the workspace (default ``
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import urllib.request
@@ -76,7 +77,7 @@ What to try next:
   .venv/bin/python -c "import pandas as pd, pyarrow.fs as fs, os; \\
 s3 = fs.S3FileSystem(endpoint_override=os.environ['AWS_ENDPOINT_URL']); \\
 print(pd.read_parquet('cxr-demo/releases/{latest["version"]}/metadata.parquet', filesystem=s3).head())"
-  .venv/bin/cxr ui --dir {workdir}      # the Airflow UI on http://127.0.0.1:8793 (login printed)
+  .venv/bin/cxr ui --dir {workdir}      # the Airflow UI on http://127.0.0.1:8780 (login printed)
   .venv/bin/cxr stack down --dir {workdir / "stack"}   # stop the local S3 endpoint (data is kept)""")
 
 
@@ -104,7 +105,16 @@ def _wait_http(url: str, timeout: float = 90.0) -> bool:
     return False
 
 
-def run_ui(workdir: Path, port: int = 8793) -> int:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _demo_source(workdir: Path) -> str:
+    found = sorted((workdir / "source").glob("synthetic-*"))
+    return str(found[-1].resolve()) if found else os.environ.get("CXR_SOURCE", "")
+
+
+def run_ui(workdir: Path, port: int = airflow_local.API_PORT) -> int:
     """Bring up api-server, scheduler and dag-processor against the demo's store until Ctrl-C."""
     info = stack.stack_up(workdir / "stack")
     home = workdir / "airflow"
@@ -115,6 +125,7 @@ def run_ui(workdir: Path, port: int = 8793) -> int:
     )
     airflow_local.migrate(env, workdir / "logs" / "ui-migrate.log")
     procs = airflow_local.start_ui(env, workdir / "logs")
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the components on `kill` too, not only on Ctrl-C
     try:
         if not _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health"):
             _say(f"the Airflow API server did not come up; see {workdir / 'logs'}")

@@ -38,15 +38,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _live_group_members(pgid: int) -> list[int]:
-    """Processes (other than fully exited zombies) in process group ``pgid``, read from /proc."""
+    """Processes in group ``pgid`` except fully exited zombies (a zombie leader may still have live threads)."""
     members = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
             state, _ppid, pgrp = stat_file.read_text().rsplit(")", 1)[1].split()[:3]
+            threads = len(list((stat_file.parent / "task").iterdir()))
         except (OSError, IndexError, ValueError):
             continue
-        # a zombie leader can still have live threads (holding sockets): count those
-        if int(pgrp) == pgid and (state != "Z" or len(list((stat_file.parent / "task").iterdir())) > 1):
+        if int(pgrp) == pgid and (state != "Z" or threads > 1):
             members.append(int(stat_file.parent.name))
     return members
 
