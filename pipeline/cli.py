@@ -79,7 +79,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         archive=args.archive,
         quirks=args.quirks,
     )
-    summary = synthesize(config)
+    counter = progress.Progress("synth", args.images, logging.getLogger("pipeline.synth"))
+    summary = synthesize(config, progress=counter.advance)
+    counter.finish()
     print(
         f"wrote {summary.images} images of {summary.patients} patients in {len(summary.shards)} archives to {args.dest}"
     )

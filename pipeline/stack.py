@@ -138,7 +138,13 @@ def _new_keys() -> _Keys:
     return _Keys(key_id(), secrets.token_urlsafe(30), key_id(), secrets.token_urlsafe(30))
 
 
-def make_client(info: StackInfo, *, consumer: bool = False, timeout: float = 10.0, attempts: int = 3) -> S3Client:
+def make_client(
+    info: StackInfo,
+    *,
+    consumer: bool = False,
+    timeout: float = 10.0,
+    attempts: int = 3,
+) -> S3Client:
     """Builds a signed boto3 S3 client for the stack.
 
     Args:
@@ -312,10 +318,9 @@ def _volume_server_registered(info: StackInfo) -> bool:
             topology = json.load(resp).get("Topology") or {}
     except (OSError, ValueError):
         return False
-    nodes = [
-        n for dc in topology.get("DataCenters") or [] for r in dc.get("Racks") or [] for n in r.get("DataNodes") or []
-    ]
-    return any(node.get("Url") == f"{HOST}:{info.ports['volume']}" for node in nodes)
+    racks = [rack for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or []]
+    urls = {node.get("Url") for rack in racks for node in rack.get("DataNodes") or []}
+    return f"{HOST}:{info.ports['volume']}" in urls
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], info: StackInfo, log_path: Path, offset: int) -> None:
@@ -427,7 +432,12 @@ def _terminate_group(pgid: int, proc: subprocess.Popen[bytes] | None, grace: flo
 class LocalS3:
     """A ``weed mini`` child process serving S3 on loopback; a context manager yielding StackInfo."""
 
-    def __init__(self, data_dir: Path | None = None, s3_port: int | None = None, log_path: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        s3_port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         """Configures (does not start) the stack.
 
         Args:
@@ -515,7 +525,8 @@ def _is_our_weed(pid: int, data_dir: str) -> bool:
         except OSError:
             return False
     else:
-        ps = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+        argv = ["ps", "-o", "command=", "-p", str(pid)]
+        ps = subprocess.run(argv, capture_output=True, text=True, check=False)
         cmd = ps.stdout.strip() + " "
     head, sep, _ = cmd.partition(" -logtostderr mini ")  # a zombie's cmdline is empty
     return bool(sep) and head.endswith("weed") and f" -dir={data_dir} " in cmd

@@ -12,6 +12,7 @@ from pipeline.stack import LocalS3, StackInfo, make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 
 # =====================================================================================================
@@ -45,7 +46,7 @@ def s3_bucket(s3_client: S3Client) -> Iterator[str]:
     s3_client.create_bucket(Bucket=name)
     yield name
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-        if keys:
-            s3_client.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        if page.get("Contents"):
+            objects: list[ObjectIdentifierTypeDef] = [{"Key": obj["Key"]} for obj in page["Contents"]]
+            s3_client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
     s3_client.delete_bucket(Bucket=name)

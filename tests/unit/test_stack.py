@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _live_group_members(pgid: int) -> list[int]:
-    """Processes in group ``pgid`` except fully exited zombies (a zombie leader may still have live threads)."""
+    """Processes in group ``pgid``, minus fully exited zombies (a zombie leader may have live threads)."""
     members = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -118,7 +118,11 @@ def test_consumer_can_get_and_list(s3_client: S3Client, s3_consumer_client: S3Cl
     assert [obj["Key"] for obj in listing["Contents"]] == ["release/a.txt"]
 
 
-def test_consumer_cannot_put_or_delete(s3_client: S3Client, s3_consumer_client: S3Client, s3_bucket: str) -> None:
+def test_consumer_cannot_put_or_delete(
+    s3_client: S3Client,
+    s3_consumer_client: S3Client,
+    s3_bucket: str,
+) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="keep.txt", Body=b"keep")
     with pytest.raises(ClientError) as put_error:
         s3_consumer_client.put_object(Bucket=s3_bucket, Key="new.txt", Body=b"x")
@@ -139,7 +143,7 @@ def test_non_empty_bucket_cannot_be_deleted(s3_client: S3Client, s3_bucket: str)
 # --- StackInfo and port picking (no server needed) ---------------------------------------------------
 
 
-def _info(**changes: object) -> StackInfo:
+def _info(**changes: Any) -> StackInfo:
     base = StackInfo("http://127.0.0.1:12345", "AK", "S'K $x", "CAK", "CSK", 42, "/d", {"s3": 12345})
     return dataclasses.replace(base, **changes)
 
@@ -179,7 +183,10 @@ def test_pick_ports_rejects_s3_port_whose_grpc_port_is_busy(s3_stack: StackInfo)
     assert pick_ports(preferred={"s3": s3_stack.ports["s3"]})["s3"] != s3_stack.ports["s3"]
 
 
-def test_startup_failure_reports_log_tail_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_startup_failure_reports_log_tail_and_cleans_up(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fake = tmp_path / "weed"
     fake.write_text("#!/bin/sh\necho 'fake weed: boom' >&2\nexit 3\n")
     fake.chmod(0o755)
