@@ -1,8 +1,8 @@
 """Curate stage: load the metadata files, normalise them, validate them, and keep the result.
 
 Writes into the run's workspace ``runs/<run>/``: ``data_entry.parquet`` (the normalised table),
-``bboxes.parquet``, ``split_lists.json`` and ``validation.json``. The validation results are written
-before a blocking failure stops the run, so they can be read afterwards.
+``bboxes.parquet``, ``split_lists.json`` and ``validation/`` (results as JSON, a text summary).
+The validation results are written before a blocking failure stops the run, so they can be read afterwards.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
     """
     report, tables, hashes = load_all(listing)
     prefix = run_prefix(run_id)
-    put_json(store, f"{prefix}/validation.json", report.to_json())
+    put_json(store, f"{prefix}/validation/results.json", report.to_json())
+    store.put_bytes(f"{prefix}/validation/summary.txt", report.summary_text().encode(), content_type="text/plain")
     log.info("validation of %s:\n%s", listing.source, report.summary_text())
     validate.raise_if_blocking(report)
     entry: metadata.LoadedTable = tables["entry"]

@@ -58,6 +58,7 @@ class Plan:
     units: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
@@ -189,7 +190,8 @@ def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any
     put_frame(store, f"{prefix}/quarantine.parquet", quarantine)
     counts = {s: int((frame["split"] == s).sum()) for s in split.SPLITS}
     todo = [] if unchanged else [asdict(u) for u in units]
-    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine))
+    sources = {"archives_sha256": shard_hashes, "files_sha256": dict(curated["file_sha256"])}
+    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine), sources)
     put_json(store, f"{prefix}/plan.json", plan.to_dict())
     log.info(
         "plan: release %s (%s), %s, %d quarantined, %d units",

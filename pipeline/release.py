@@ -100,6 +100,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
             "test_fraction": cfg.test_fraction,
             "shard_target_bytes": cfg.shard_target_bytes,
         },
+        "sources": plan.sources,
         "files": sorted(files, key=lambda f: f["path"]),
         **extra,
     }
@@ -131,8 +132,10 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     files.append(_put_file(store, f"{release}/metadata.parquet", table_bytes(meta), meta.num_rows, "parquet"))
     quarantine = store.get_bytes(f"{prefix}/quarantine.parquet")
     files.append(_put_file(store, f"{release}/quarantine.parquet", quarantine, plan.quarantined, "parquet"))
-    validation = store.get_bytes(f"{prefix}/validation.json")
-    files.append(_put_file(store, f"{release}/validation/results.json", validation, 0, "json"))
+    for item in store.list(f"{prefix}/validation/"):
+        name = item.key.removeprefix(f"{prefix}/validation/")
+        body = store.get_bytes(item.key)
+        files.append(_put_file(store, f"{release}/validation/{name}", body, 0, name.rsplit(".", 1)[-1]))
     for split in SPLITS:
         index = wids_index(plan.version, split, files)
         sha = put_json(store, f"{release}/webdataset/{split}/index.json", index)

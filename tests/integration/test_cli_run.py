@@ -40,8 +40,12 @@ def first_run(source: Path, s3_stack: StackInfo) -> subprocess.CompletedProcess[
 
 
 def _fs(stack: StackInfo) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(endpoint_override=stack.endpoint_url, access_key=stack.access_key_id,
-                             secret_key=stack.secret_access_key, region="us-east-1")
+    return pafs.S3FileSystem(
+        endpoint_override=stack.endpoint_url,
+        access_key=stack.access_key_id,
+        secret_key=stack.secret_access_key,
+        region="us-east-1",
+    )
 
 
 def _source_images(source: Path) -> dict[str, bytes]:
@@ -61,16 +65,18 @@ def test_run_prints_version_and_counts(first_run: subprocess.CompletedProcess[st
 
 
 def test_published_images_are_the_source_bytes(first_run: Any, source: Path, s3_stack: StackInfo) -> None:
-    table = ds.dataset("cli-run/x/releases/v1/parquet", filesystem=_fs(s3_stack), format="parquet",
-                       partitioning="hive").to_table(columns=["image_index", "image", "sha256"])
+    table = ds.dataset(
+        "cli-run/x/releases/v1/parquet", filesystem=_fs(s3_stack), format="parquet", partitioning="hive"
+    ).to_table(columns=["image_index", "image", "sha256"])
     published = dict(zip(table["image_index"].to_pylist(), table["image"].to_pylist(), strict=True))
     assert published == _source_images(source)
     for digest, png in zip(table["sha256"].to_pylist(), table["image"].to_pylist(), strict=True):
         assert hashlib.sha256(png).hexdigest() == digest
 
 
-def test_unchanged_source_publishes_nothing_and_skips_extraction(first_run: Any, source: Path,
-                                                                  s3_stack: StackInfo) -> None:
+def test_unchanged_source_publishes_nothing_and_skips_extraction(
+    first_run: Any, source: Path, s3_stack: StackInfo
+) -> None:
     again = cxr(["-v", "run", "--source", str(source), "--store", "s3://cli-run/x"], s3_stack)
     assert again.returncode == 0, again.stderr
     assert "release v1: unchanged" in again.stdout
@@ -78,8 +84,9 @@ def test_unchanged_source_publishes_nothing_and_skips_extraction(first_run: Any,
 
 
 def test_same_version_with_other_content_is_refused(first_run: Any, source: Path, s3_stack: StackInfo) -> None:
-    clash = cxr(["run", "--source", str(source), "--store", "s3://cli-run/x", "--release", "v1", "--seed", "9"],
-                s3_stack)
+    clash = cxr(
+        ["run", "--source", str(source), "--store", "s3://cli-run/x", "--release", "v1", "--seed", "9"], s3_stack
+    )
     assert clash.returncode == 1
     assert "release v1 already exists" in clash.stderr
     assert "Traceback" not in clash.stderr

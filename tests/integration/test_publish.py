@@ -18,8 +18,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(s3_stack: StackInfo, s3_bucket: str) -> Store:
-    cfg = StoreConfig(f"s3://{s3_bucket}/p", s3_stack.endpoint_url, s3_stack.access_key_id,
-                      s3_stack.secret_access_key)
+    cfg = StoreConfig(f"s3://{s3_bucket}/p", s3_stack.endpoint_url, s3_stack.access_key_id, s3_stack.secret_access_key)
     return Store(cfg)
 
 

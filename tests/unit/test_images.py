@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from pipeline import images
-
-REAL = sorted(Path(__file__).resolve().parents[3].joinpath("shared/nih-reference/images").glob("*.png"))
+from tests.reference import IMAGES as REAL
 
 
 def _png(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,12 +23,7 @@ from pipeline.metadata import (
     split_list_entries,
 )
 from pipeline.nih import BBOX_LABELS, LABELS
-
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "nih-reference"
-REFERENCE = Path(os.environ.get("NIH_REFERENCE_DIR", DEFAULT_REFERENCE))
-DATA_ENTRY_FILE = REFERENCE / "Data_Entry_2017_v2020_first2000.csv"
-BBOX_FILE = REFERENCE / "BBox_List_2017.csv"
-pytestmark = pytest.mark.skipif(not DATA_ENTRY_FILE.exists(), reason=f"no NIH reference files at {REFERENCE}")
+from tests.reference import BBOX_FILE, DATA_ENTRY_FILE, REFERENCE
 
 CORE = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
 BRACKETED = CORE + ",OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"

@@ -46,5 +46,5 @@ def test_leakage_check_names_patients_in_two_splits() -> None:
 def test_auto_mode_prefers_official_lists() -> None:
     assert split.resolve_mode("auto", has_lists=True) == "official"
     assert split.resolve_mode("auto", has_lists=False) == "patient-hash"
-    with pytest.raises(ValueError, match="needs train_val_list.txt"):
+    with pytest.raises(ValueError, match=r"needs train_val_list\.txt"):
         split.resolve_mode("official", has_lists=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -28,12 +27,8 @@ from pipeline.validate import (
     validate_main,
     validate_split_lists,
 )
+from tests.reference import BBOX_FILE, DATA_ENTRY_FILE, REFERENCE
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "nih-reference"
-REFERENCE = Path(os.environ.get("NIH_REFERENCE_DIR", DEFAULT_REFERENCE))
-DATA_ENTRY_FILE = REFERENCE / "Data_Entry_2017_v2020_first2000.csv"
-BBOX_FILE = REFERENCE / "BBox_List_2017.csv"
-pytestmark = pytest.mark.skipif(not DATA_ENTRY_FILE.exists(), reason=f"no NIH reference files at {REFERENCE}")
 BOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
 
 
