@@ -66,12 +66,15 @@ class RunConfig:
     shard_target_bytes: int = 1 << 30
     parquet_file_bytes: int = 256 << 20
     row_group_bytes: int = 32 << 20
+    variant_size: int | None = 256
 
     def __post_init__(self) -> None:
         if self.release is not None and not VERSION_RE.match(self.release):
             raise ValueError(f"release version {self.release!r} must match {VERSION_RE.pattern}")
         if self.split_mode not in SPLIT_MODES:
             raise ValueError(f"split mode {self.split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
+        if self.variant_size is not None and not 16 <= self.variant_size <= 1024:
+            raise ValueError(f"variant size {self.variant_size} must lie in 16..1024 px (or be off)")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError("val and test fractions must lie in [0, 1)")
 

@@ -16,10 +16,12 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
+import os
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,17 @@ def release_schema() -> pa.Schema:
         ("converted", pa.bool_()),
         ("sha256", pa.string()),
         ("image", pa.binary()),
+        ("image_small", pa.binary()),
     ]
     return pa.schema(fields)
+
+
+PIXEL_COLUMNS = ("image", "image_small")
+
+
+def metadata_schema() -> pa.Schema:
+    """The release schema without pixel columns (``metadata.parquet``)."""
+    return pa.schema([f for f in release_schema() if f.name not in PIXEL_COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class Sample:
 
     record: dict[str, Any]
     png: bytes
+    small: bytes | None = None
 
 
 def _opt_int(value: Any) -> int | None:
@@ -120,23 +132,65 @@ def to_record(row: dict[str, Any], png: bytes, converted: bool) -> dict[str, Any
     return record
 
 
-def prepare(row: dict[str, Any], data: bytes) -> Sample:
-    """Check one raw image against its manifest and convert it when it is not 8-bit grayscale."""
-    if hashlib.sha256(data).hexdigest() != row["sha256"]:
-        raise BadDataError(f"raw object {row['key']} does not match its manifest sha256; re-run extract")
+@dataclass(frozen=True)
+class Processed:
+    """The published bytes of one image (and its downsized variant)."""
+
+    png: bytes
+    small: bytes | None
+    converted: bool
+
+
+def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int | None) -> Processed:
+    """Check one raw image against its manifest; convert it if not 8-bit gray; make the variant.
+
+    Module-level so a process pool can run it. Only images that need it are decoded.
+    """
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise BadDataError(f"raw object {key} does not match its manifest sha256; re-run extract")
     info = images.check_png(data)
     png = data if info.is_gray8 else images.to_gray8_png(data)
-    return Sample(to_record(row, png, not info.is_gray8), png)
+    small = images.downsize_png(png, variant_size) if variant_size else None
+    return Processed(png, small, not info.is_gray8)
 
 
-def _fetch(store: Store, rows: list[dict[str, Any]], workers: int) -> Iterator[Sample]:
-    """Yield samples in row order, fetching ahead concurrently (bounded window)."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        window = max(4, 2 * workers)
-        for start in range(0, len(rows), window):
-            batch = rows[start : start + window]
-            blobs = list(pool.map(lambda r: store.get_bytes(r["key"]), batch))
-            yield from pool.map(prepare, batch, blobs)
+class _Processor:
+    """Runs :func:`process_image` in this process, or in a process pool when decoding is needed."""
+
+    def __init__(self, rows: list[dict[str, Any]], variant_size: int | None) -> None:
+        self.variant_size = variant_size
+        needs_decode = bool(variant_size) or any(r["mode"] != "L" for r in rows)
+        workers = min(os.cpu_count() or 1, 8)
+        self.pool = (
+            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            if needs_decode and workers > 1 and len(rows) > 16
+            else None
+        )
+
+    def map(self, rows: list[dict[str, Any]], blobs: list[bytes]) -> Iterator[Processed]:
+        args = ([r["sha256"] for r in rows], [r["key"] for r in rows], [self.variant_size] * len(rows))
+        if self.pool is None:
+            return map(process_image, blobs, *args)
+        return self.pool.map(process_image, blobs, *args, chunksize=4)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fetch(store: Store, rows: list[dict[str, Any]], cfg: RunConfig) -> Iterator[Sample]:
+    """Yield samples in row order: fetch ahead concurrently, process on every core (bounded window)."""
+    processor = _Processor(rows, cfg.variant_size)
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.upload_workers, thread_name_prefix="fetch") as pool:
+            window = max(16, 2 * cfg.upload_workers)
+            for start in range(0, len(rows), window):
+                batch = rows[start : start + window]
+                blobs = list(pool.map(lambda r: store.get_bytes(r["key"]), batch))
+                for row, done in zip(batch, processor.map(batch, blobs), strict=True):
+                    yield Sample(to_record(row, done.png, done.converted), done.png, done.small)
+    finally:
+        processor.close()
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -150,13 +204,15 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def write_sample(tar: tarfile.TarFile, sample: Sample) -> None:
     """Add one sample's ``.png``, ``.json`` and ``.labels.npy`` members."""
     key = sample.record["image_id"]
-    meta = {k: v for k, v in sample.record.items() if k != "image"}
+    meta = {k: v for k, v in sample.record.items() if k not in PIXEL_COLUMNS}
     vector = np.array([sample.record[c] for c in FINDING_COLUMNS] + [sample.record["no_finding"]], dtype=np.uint8)
     npy = io.BytesIO()
     np.save(npy, vector, allow_pickle=False)
     _tar_member(tar, f"{key}.png", sample.png)
     _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
     _tar_member(tar, f"{key}.labels.npy", npy.getvalue())
+    if sample.small is not None:
+        _tar_member(tar, f"{key}.small.png", sample.small)
 
 
 class ParquetParts:
@@ -171,9 +227,9 @@ class ParquetParts:
         self._batch_bytes = self._file_bytes = 0
         self._writer: pq.ParquetWriter | None = None
 
-    def add(self, record: dict[str, Any], png: bytes) -> None:
-        self._batch.append({**record, "image": png})
-        self._batch_bytes += len(png)
+    def add(self, sample: Sample) -> None:
+        self._batch.append({**sample.record, "image": sample.png, "image_small": sample.small})
+        self._batch_bytes += len(sample.png) + len(sample.small or b"")
         if self._batch_bytes >= self.cfg.row_group_bytes:
             self._flush()
 
@@ -233,9 +289,9 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
     with tempfile.TemporaryDirectory(prefix="cxr-convert-") as tmp:
         tar_path, parts = Path(tmp) / f"{unit.name}.tar", ParquetParts(Path(tmp), unit.name, cfg)
         with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in _fetch(store, rows, cfg.upload_workers):
+            for sample in _fetch(store, rows, cfg):
                 write_sample(tar, sample)
-                parts.add(sample.record, sample.png)
+                parts.add(sample)
                 digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
                 progress.advance()
         parts.close()

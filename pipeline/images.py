@@ -54,6 +54,11 @@ def read_header(data: bytes) -> PngInfo:
         raise ImageError(f"PNG header gives an empty image ({width}x{height})")
     if color not in _COLOR_TYPES:
         raise ImageError(f"PNG header has unknown colour type {color}")
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"PNG header claims {width}x{height} pixels, over the decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS} (Pillow's guard); not decoded"
+        )
     return PngInfo(width, height, depth, color)
 
 
@@ -98,3 +103,29 @@ def _to_gray8(img: Image.Image) -> Image.Image:
     if img.mode in ("LA", "La"):
         return img.getchannel(0)
     return img.convert("L")
+
+
+def downsize_png(data: bytes, long_side: int, compress_level: int = 1) -> bytes:
+    """Decode a PNG and return a lossless PNG whose long side is ``long_side`` (8-bit grayscale).
+
+    An exact integer reduction (1024 -> 256) averages whole pixel blocks (area resampling, fast);
+    other ratios use Lanczos after a coarse integer reduction. Smaller images are only re-encoded.
+    """
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        gray = _to_gray8(img) if img.mode != "L" else img
+        small = _shrink(gray, long_side)
+    out = io.BytesIO()
+    small.save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
+
+
+def _shrink(img: Image.Image, long_side: int) -> Image.Image:
+    side = max(img.size)
+    if side <= long_side:
+        return img
+    if side % long_side == 0 and img.size[0] % (side // long_side) == 0 and img.size[1] % (side // long_side) == 0:
+        return img.reduce(side // long_side)
+    scale = long_side / side
+    size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -167,6 +167,7 @@ def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_ha
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "shard_target_bytes": cfg.shard_target_bytes,
+        "variant_size": cfg.variant_size,
         "shards": shard_hashes,
         "files": file_hashes,
     }

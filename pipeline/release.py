@@ -17,7 +17,7 @@ import pyarrow as pa
 import pipeline
 from pipeline import nih, publish
 from pipeline.config import RunConfig
-from pipeline.convert import release_schema, to_record
+from pipeline.convert import metadata_schema, release_schema, to_record
 from pipeline.errors import PipelineError
 from pipeline.plan import Plan, Unit
 from pipeline.split import SPLITS
@@ -57,8 +57,7 @@ def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> p
     frame = frame.merge(digests, on="image_index", how="inner")
     rows = [{**to_record(row, b"", bool(row["converted"])), "sha256": row["sha256"]} for row in records(frame)]
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
-    schema = release_schema()
-    return pa.Table.from_pylist(rows, schema=schema.remove(schema.get_field_index("image")))
+    return pa.Table.from_pylist(rows, schema=metadata_schema())
 
 
 def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[str, Any]:

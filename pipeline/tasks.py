@@ -26,6 +26,7 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "split_mode": "auto",
     "seed": 0,
     "val_fraction": 0.1,
+    "variant_size": 256,
     "test_fraction": 0.2,
     "shards": None,
     "force": False,
@@ -55,6 +56,7 @@ def config_from_params(params: dict[str, Any], run_id: str, logical_date: str | 
         test_fraction=float(merged["test_fraction"]),
         shards=tuple(str(s) for s in shards) if shards else None,
         force=bool(merged["force"]),
+        variant_size=int(merged["variant_size"]) or None,
         run_id=run_id,
     )
 
