@@ -10,7 +10,7 @@ validated, ML-ready release on S3-compatible object storage:
 
 **Params**: `source` (directory; default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`; default
 `$CXR_STORE`), `release` (version override; default the logical date `YYYY.MM.DD`), `split_mode`,
-`seed`, `shards` (subset), `force`. Credentials come from the environment (`AWS_*`), never from params.
+`seed`, `shards` (subset), `variant_size` (downsized copy, 0 = none), `force`. Credentials come from the environment (`AWS_*`), never from params.
 
 Bad data fails at once without retries; an unreachable store is retried with back-off.
 Unchanged inputs publish nothing new.
@@ -107,6 +107,9 @@ def publish_release() -> dict[str, Any]:
         "split_mode": Param("auto", enum=["auto", "official", "patient-hash"], description="How to split"),
         "seed": Param(0, type="integer", minimum=0, description="Seed of the patient hash"),
         "shards": Param(None, type=["null", "array"], description="Only these archives (names or numbers)"),
+        "variant_size": Param(
+            256, type="integer", minimum=0, maximum=1024, description="Long side of the downsized PNG (0 = none)"
+        ),
         "force": Param(False, type="boolean", description="Rebuild even when the inputs are unchanged"),
     },
 )

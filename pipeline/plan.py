@@ -21,14 +21,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 import pipeline
-from pipeline import publish, split
+from pipeline import publish, split, stats, validate
 from pipeline.config import RunConfig
+from pipeline.crosscheck import Curated, attach_bboxes, reconcile, write_report
 from pipeline.storage import Store
 from pipeline.workspace import get_frame, get_json, put_frame, put_json, run_prefix
 
 log = logging.getLogger(__name__)
-
-QUARANTINE_COLUMNS = ("source", "member", "image_index", "reason")
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,8 @@ class Plan:
     counts: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    subset: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
@@ -78,50 +79,6 @@ def load_raw_images(store: Store, shard_prefixes: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
 
 
-def _quarantine_rows(frame: pd.DataFrame, reason: str | None = None) -> pd.DataFrame:
-    out = pd.DataFrame(
-        {
-            "source": frame.get("shard", pd.Series([""] * len(frame), index=frame.index)).fillna(""),
-            "member": frame.get("member", pd.Series([""] * len(frame), index=frame.index)).fillna(""),
-            "image_index": frame["image_index"],
-            "reason": reason if reason is not None else frame["reason"],
-        }
-    )
-    return out.astype(str)
-
-
-def reconcile(raw: pd.DataFrame, entry: pd.DataFrame, entry_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Match raw images with metadata rows; return (publishable rows, quarantine)."""
-    bad = raw[raw["status"] != "ok"]
-    ok = raw[raw["status"] == "ok"]
-    dup_mask = ok.duplicated("image_index", keep="first")
-    dups = ok[dup_mask]
-    ok = ok[~dup_mask]
-    no_row = ok[~ok["image_index"].isin(entry["image_index"])]
-    no_image = entry[~entry["image_index"].isin(ok["image_index"])].assign(shard=entry_name, member="")
-    quarantine = pd.concat(
-        [
-            _quarantine_rows(bad),
-            _quarantine_rows(dups, "same image name already landed from an earlier shard"),
-            _quarantine_rows(no_row, f"image has no row in {entry_name}"),
-            _quarantine_rows(no_image, "metadata row whose image is not in the source (absent or quarantined)"),
-        ],
-        ignore_index=True,
-    )
-    joined = entry.merge(ok[["image_index", "shard", "key", "size", "sha256", "mode"]], on="image_index")
-    return joined.sort_values("image_index", ignore_index=True), quarantine
-
-
-def attach_bboxes(frame: pd.DataFrame, boxes: pd.DataFrame) -> pd.DataFrame:
-    """Add a ``bboxes`` column: a list of {label, x, y, w, h} per image (empty when none)."""
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for row in boxes.to_dict("records"):
-        box = {"label": str(row["label"]), **{k: float(row[k]) for k in ("x", "y", "w", "h")}}
-        grouped.setdefault(str(row["image_index"]), []).append(box)
-    column = pd.Series([grouped.get(str(name), []) for name in frame["image_index"]], index=frame.index, dtype=object)
-    return frame.assign(bboxes=column)
-
-
 def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> tuple[pd.DataFrame, str]:
     """Add the ``split`` column; return the frame and the resolved mode."""
     mode = split.resolve_mode(cfg.split_mode, bool(lists.get("test")))
@@ -135,9 +92,6 @@ def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> 
         test_patients=test_patients,
     )
     frame = frame.assign(split=frame["patient_id"].map(lambda p: by_patient[int(p)]))
-    leaks = split.leaking_patients(frame)
-    if leaks:
-        raise AssertionError(f"patients in more than one split: {leaks[:10]}")
     return frame, mode
 
 
@@ -180,19 +134,26 @@ def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
     lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
     raw = load_raw_images(store, [r["prefix"] for r in shard_results])
-    frame, quarantine = reconcile(raw, entry, curated["data_entry_file"])
-    frame = attach_bboxes(frame, get_frame(store, f"{prefix}/bboxes.parquet"))
+    boxes = get_frame(store, f"{prefix}/bboxes.parquet")
+    checked = reconcile(raw, Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file")))
+    write_report(store, prefix, checked)
+    frame, quarantine = attach_bboxes(checked.frame, boxes), checked.quarantine
     frame, mode = assign(frame, cfg, lists)
     frame, units = cut_units(frame, cfg.shard_target_bytes)
     shard_hashes = {r["shard"]: r["archive_sha256"] for r in shard_results}
     fp = fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
     version, unchanged = publish.claim_version(store, cfg, fp)
+    checks = stats.check_release_metadata(frame)
+    put_json(store, f"{prefix}/validation/release_checks.json", checks.to_json())
+    put_json(store, f"{prefix}/validation/statistics.json", stats.split_statistics(frame))
+    validate.raise_if_blocking(checks)
     put_frame(store, f"{prefix}/plan.parquet", frame)
     put_frame(store, f"{prefix}/quarantine.parquet", quarantine)
     counts = {s: int((frame["split"] == s).sum()) for s in split.SPLITS}
     todo = [] if unchanged else [asdict(u) for u in units]
     sources = {"archives_sha256": shard_hashes, "files_sha256": dict(curated["file_sha256"])}
-    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine), sources)
+    reasons, subset = checked.quarantine_reasons(), checked.subset_counts()
+    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine), sources, reasons, subset)
     put_json(store, f"{prefix}/plan.json", plan.to_dict())
     log.info(
         "plan: release %s (%s), %s, %d quarantined, %d units",

@@ -60,9 +60,3 @@ def assign_patients(
         else:
             result[pid] = _hash_split(pid, seed, val_fraction, test_fraction)
     return result
-
-
-def leaking_patients(frame: pd.DataFrame) -> list[int]:
-    """Patients that appear in more than one split (must be empty)."""
-    per_patient = frame.groupby("patient_id")["split"].nunique()
-    return sorted(int(p) for p in per_patient[per_patient > 1].index)

@@ -38,11 +38,6 @@ def test_official_mode_puts_test_list_patients_in_test_and_carves_val_from_the_r
     assert 0.05 < sum(s == "val" for s in got.values()) / 2000 < 0.15
 
 
-def test_leakage_check_names_patients_in_two_splits() -> None:
-    frame = pd.DataFrame({"patient_id": [1, 1, 2], "split": ["train", "test", "val"]})
-    assert split.leaking_patients(frame) == [1]
-
-
 def test_auto_mode_prefers_official_lists() -> None:
     assert split.resolve_mode("auto", has_lists=True) == "official"
     assert split.resolve_mode("auto", has_lists=False) == "patient-hash"
