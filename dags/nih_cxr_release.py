@@ -10,7 +10,8 @@ validated, ML-ready release on S3-compatible object storage:
 
 **Params**: `source` (directory; default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`; default
 `$CXR_STORE`), `release` (version override; default the logical date `YYYY.MM.DD`), `split_mode`,
-`seed`, `shards` (subset), `variant_size` (downsized copy, 0 = none), `force`. Credentials come from the environment (`AWS_*`), never from params.
+`seed`, `shards` (subset), `variant_size` (downsized copy, 0 = none), `force`.
+Credentials come from the environment (`AWS_*`), never from params.
 
 Bad data fails at once without retries; an unreachable store is retried with back-off.
 Unchanged inputs publish nothing new.
