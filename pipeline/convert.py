@@ -20,8 +20,9 @@ import multiprocessing
 import os
 import tarfile
 import tempfile
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ import pyarrow.parquet as pq
 
 from pipeline import images, nih
 from pipeline.config import RunConfig
-from pipeline.errors import BadDataError
 from pipeline.plan import Plan, Unit
 from pipeline.progress import Progress
 from pipeline.storage import Store
@@ -104,8 +104,8 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def to_record(row: dict[str, Any], png: bytes, converted: bool) -> dict[str, Any]:
-    """Build one published row from a plan row and its published PNG bytes."""
+def to_record(row: dict[str, Any], sha256: str, converted: bool) -> dict[str, Any]:
+    """Build one published row from a plan row and the sha256 of its published PNG bytes."""
     labels = [str(x) for x in row["labels"]]
     record: dict[str, Any] = {
         "image_id": row["image_index"].removesuffix(".png"),
@@ -127,35 +127,16 @@ def to_record(row: dict[str, Any], png: bytes, converted: bool) -> dict[str, Any
         "source_shard": row["shard"],
         "original_mode": row["mode"],
         "converted": converted,
-        "sha256": hashlib.sha256(png).hexdigest(),
+        "sha256": sha256,
     }
     return record
 
 
-@dataclass(frozen=True)
-class Processed:
-    """The published bytes of one image (and its downsized variant)."""
-
-    png: bytes
-    small: bytes | None
-    converted: bool
-
-
-def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int | None) -> Processed:
-    """Check one raw image against its manifest; convert it if not 8-bit gray; make the variant.
-
-    Module-level so a process pool can run it. Only images that need it are decoded.
-    """
-    if hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise BadDataError(f"raw object {key} does not match its manifest sha256; re-run extract")
-    info = images.check_png(data)
-    png = data if info.is_gray8 else images.to_gray8_png(data)
-    small = images.downsize_png(png, variant_size) if variant_size else None
-    return Processed(png, small, not info.is_gray8)
-
-
 class _Processor:
-    """Runs :func:`process_image` in this process, or in a process pool when decoding is needed."""
+    """Runs :func:`images.process_image` here, or in a process pool when images must be decoded.
+
+    The pool workers import only :mod:`pipeline.images` (Pillow), so they start fast.
+    """
 
     def __init__(self, rows: list[dict[str, Any]], variant_size: int | None) -> None:
         self.variant_size = variant_size
@@ -167,11 +148,17 @@ class _Processor:
             else None
         )
 
-    def map(self, rows: list[dict[str, Any]], blobs: list[bytes]) -> Iterator[Processed]:
-        args = ([r["sha256"] for r in rows], [r["key"] for r in rows], [self.variant_size] * len(rows))
-        if self.pool is None:
-            return map(process_image, blobs, *args)
-        return self.pool.map(process_image, blobs, *args, chunksize=4)
+    def submit(self, row: dict[str, Any], data: bytes) -> Future[images.Processed]:
+        """Start processing one image; the future yields its published bytes."""
+        args = (data, row["sha256"], row["key"], self.variant_size)
+        if self.pool is not None:
+            return self.pool.submit(images.process_image, *args)
+        done: Future[images.Processed] = Future()
+        try:
+            done.set_result(images.process_image(*args))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
 
     def close(self) -> None:
         if self.pool is not None:
@@ -179,18 +166,32 @@ class _Processor:
 
 
 def _fetch(store: Store, rows: list[dict[str, Any]], cfg: RunConfig) -> Iterator[Sample]:
-    """Yield samples in row order: fetch ahead concurrently, process on every core (bounded window)."""
+    """Yield samples in row order through a bounded two-stage pipeline: fetch ahead, process on every core."""
+    window = max(16, 2 * cfg.upload_workers)
     processor = _Processor(rows, cfg.variant_size)
+    fetching: deque[tuple[dict[str, Any], Future[bytes]]] = deque()
+    processing: deque[tuple[dict[str, Any], Future[images.Processed]]] = deque()
     try:
         with ThreadPoolExecutor(max_workers=cfg.upload_workers, thread_name_prefix="fetch") as pool:
-            window = max(16, 2 * cfg.upload_workers)
-            for start in range(0, len(rows), window):
-                batch = rows[start : start + window]
-                blobs = list(pool.map(lambda r: store.get_bytes(r["key"]), batch))
-                for row, done in zip(batch, processor.map(batch, blobs), strict=True):
-                    yield Sample(to_record(row, done.png, done.converted), done.png, done.small)
+            for row in rows:
+                fetching.append((row, pool.submit(store.get_bytes, row["key"])))
+                while len(fetching) > window or (fetching and fetching[0][1].done()):
+                    first, blob = fetching.popleft()
+                    processing.append((first, processor.submit(first, blob.result())))
+                while len(processing) > window or (processing and processing[0][1].done()):
+                    yield _sample(*processing.popleft())
+            while fetching:
+                first, blob = fetching.popleft()
+                processing.append((first, processor.submit(first, blob.result())))
+            while processing:
+                yield _sample(*processing.popleft())
     finally:
         processor.close()
+
+
+def _sample(row: dict[str, Any], future: Future[images.Processed]) -> Sample:
+    done = future.result()
+    return Sample(to_record(row, done.sha256, done.converted), done.png, done.small)
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -7,6 +7,7 @@ in another mode (RGBA, LA, 16-bit, palette) are decoded once and re-encoded as 8
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from pipeline.errors import BadDataError
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 
 
-class ImageError(ValueError):
+class ImageError(BadDataError, ValueError):
     """The bytes are not a sound PNG; the message says why."""
 
 
@@ -129,3 +132,34 @@ def _shrink(img: Image.Image, long_side: int) -> Image.Image:
     scale = long_side / side
     size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """The published bytes of one image (and its downsized variant)."""
+
+    png: bytes
+    small: bytes | None
+    converted: bool
+    sha256: str
+
+
+def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int | None) -> Processed:
+    """Check one raw image against its manifest; convert it if not 8-bit gray; make the variant.
+
+    Module-level (and in this light module) so a process pool can run it. Only images that need
+    it are decoded.
+
+    Raises:
+        ImageError: the bytes differ from the manifest's sha256 or are not a sound PNG.
+    """
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise ImageError(f"raw object {key} does not match its manifest sha256; re-run extract")
+    info = check_png(data)
+    if info.is_gray8:
+        png, sha = data, expected_sha256
+    else:
+        png = to_gray8_png(data)
+        sha = hashlib.sha256(png).hexdigest()
+    small = downsize_png(png, variant_size) if variant_size else None
+    return Processed(png, small, not info.is_gray8, sha)
