@@ -7,12 +7,18 @@ Every copy of the metadata that circulates is recognised by its header and repor
 * ``data_entry/bracketed``: the same without the trailing comma (the v2020 file);
 * ``data_entry/explicit``: ``...,OriginalImageWidth,OriginalImageHeight,OriginalImagePixelSpacing_x,...``
   (also Kaggle's ``sample_labels.csv``);
+* ``data_entry/no-size``: the seven core columns only (size and spacing are null then);
 * ``data_entry/underscore``: ``Image_Index,Finding_Labels,Follow_Up_#,...``, size/spacing columns optional;
 * ``bbox/nih``: ``Image Index,Finding Label,Bbox [x,y,w,h],,,``; ``bbox/explicit``: ``...,x,y,w,h``.
 
-Cells are read as text and converted explicitly: a cell that cannot be converted becomes null and the row is
-kept, so validation can name the row. Only unreadable bytes and unknown headers are load errors. Quirks met
-while loading are counted in ``LoadedTable.notes`` (only non-zero counts are kept).
+Column order is free and names match in any case. A header that matches no variant exactly is tried again
+with names compared without spaces, ``_``, ``-`` and ``#`` (``Follow_up``, ``FINDING LABELS``; note
+``header_spelled_differently``). Columns pandas calls ``Unnamed: N`` count as empty; a leading unnamed
+column is a row number written by a spreadsheet or ``DataFrame.to_csv`` and is dropped.
+
+Cells are read as text and converted explicitly (``pipeline.normalise``): a cell that cannot be converted
+becomes null and the row is kept, so validation can name the row. Only unreadable bytes and unknown headers
+are load errors. Quirks met while loading are counted in ``LoadedTable.notes`` (only non-zero counts are kept).
 """
 
 from __future__ import annotations
@@ -20,45 +26,48 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import BadDataError
-from pipeline.nih import NO_FINDING
+from pipeline.normalise import (
+    DATA_ENTRY_COLUMNS,
+    DATA_ENTRY_DTYPES,
+    LABEL_ALIASES,
+    NOTE_SIZE_COLUMNS_MISSING,
+    SIZE_KEYS,
+    count_note,
+    normalise_data_entry,
+    to_float,
+)
+
+__all__ = [
+    "BBOX_COLUMNS",
+    "BBOX_VARIANTS",
+    "DATA_ENTRY_COLUMNS",
+    "DATA_ENTRY_DTYPES",
+    "DATA_ENTRY_VARIANTS",
+    "LABEL_ALIASES",
+    "NOTE_SIZE_COLUMNS_MISSING",
+    "LoadedTable",
+    "UnknownHeaderError",
+    "UnreadableFileError",
+    "decode_text",
+    "load_any_table",
+    "load_bboxes",
+    "load_data_entry",
+    "load_split_list",
+    "split_header",
+    "split_list_entries",
+]
 
 logger = logging.getLogger(__name__)
 
-DATA_ENTRY_DTYPES: dict[str, str] = {
-    "image_index": "str",
-    "patient_id": "Int64",
-    "follow_up": "Int64",
-    "age_years": "Float64",
-    "age_raw": "str",
-    "age_flagged": "bool",
-    "sex": "str",
-    "view_position": "str",
-    "labels": "object",
-    "original_width": "Int64",
-    "original_height": "Int64",
-    "pixel_spacing_x": "Float64",
-    "pixel_spacing_y": "Float64",
-}
-DATA_ENTRY_COLUMNS: tuple[str, ...] = tuple(DATA_ENTRY_DTYPES)
 BBOX_COLUMNS: tuple[str, ...] = ("image_index", "label", "x", "y", "w", "h")
-MAX_AGE_YEARS = 120
-SPACING_DECIMALS = 6
-#: Note set when a Data_Entry variant has no original size/spacing columns (they are null then).
-NOTE_SIZE_COLUMNS_MISSING = "size_columns_missing"
-
-LABEL_ALIASES: dict[str, str] = {"No_Finding": NO_FINDING}
 BBOX_LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
-_AGE_UNITS: dict[str, float] = {"": 1.0, "Y": 1.0, "M": 12.0, "D": 365.25}
-_AGE_RE = r"^(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[YMD]?)$"
-_AGE_UNIT_NOTES: dict[str, str] = {"Y": "age_suffix_years", "M": "age_months", "D": "age_days"}
-_SIZE_KEYS = ("width", "height", "spacing_x", "spacing_y")
 
 
 class UnknownHeaderError(BadDataError, ValueError):
@@ -99,9 +108,12 @@ class _Variant:
 
 
 def _tokens(names: Mapping[str, str | tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    return {k.lower(): (v,) if isinstance(v, str) else v for k, v in names.items()}
+    return {k: (v,) if isinstance(v, str) else v for k, v in names.items()}
 
 
+_LOOSE_DROP = re.compile(r"[\s_#-]+")
+#: pandas names a column without a header ``Unnamed: 11``: the same as an empty name.
+_PANDAS_UNNAMED = re.compile(r"unnamed:\s*\d+", re.IGNORECASE)
 _CORE_KEYS = frozenset({"image_index", "labels", "follow_up", "patient_id", "age", "sex", "view"})
 _SPACED = {
     "Image Index": "image_index", "Finding Labels": "labels", "Follow-up #": "follow_up",
@@ -118,7 +130,7 @@ _EXPLICIT = {
     "OriginalImagePixelSpacing_x": "spacing_x", "OriginalImagePixelSpacing_y": "spacing_y",
 }  # fmt: skip
 _CORE_EXAMPLE = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position"
-_ALL_KEYS = _CORE_KEYS | set(_SIZE_KEYS)
+_ALL_KEYS = _CORE_KEYS | set(SIZE_KEYS)
 
 DATA_ENTRY_VARIANTS: tuple[_Variant, ...] = (
     _Variant("data_entry/bracketed-trailing-comma", _tokens({**_SPACED, **_BRACKETED}), _ALL_KEYS,
@@ -127,16 +139,17 @@ DATA_ENTRY_VARIANTS: tuple[_Variant, ...] = (
              _CORE_EXAMPLE + ",OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]", trailing=False),
     _Variant("data_entry/explicit", _tokens({**_SPACED, **_EXPLICIT}), _ALL_KEYS,
              _CORE_EXAMPLE + "," + ",".join(_EXPLICIT)),
+    _Variant("data_entry/no-size", _tokens(_SPACED), _CORE_KEYS, _CORE_EXAMPLE),
     _Variant("data_entry/underscore", _tokens({**_UNDERSCORE, **_EXPLICIT, **_BRACKETED}), _CORE_KEYS,
              _CORE_EXAMPLE.replace(" ", "_").replace("-up", "_Up") + "[,size and spacing columns]"),
 )  # fmt: skip
 _BOX_KEYS = frozenset({"image_index", "label", "x", "y", "w", "h"})
 BBOX_VARIANTS: tuple[_Variant, ...] = (
     _Variant("bbox/nih", _tokens({"Image Index": "image_index", "Finding Label": "label",
-                                  "Bbox [x,y,w,h]": ("x", "y", "w", "h")}),
+                                  "Finding Labels": "label", "Bbox [x,y,w,h]": ("x", "y", "w", "h")}),
              _BOX_KEYS, "Image Index,Finding Label,Bbox [x,y,w,h],,,"),
-    _Variant("bbox/explicit", _tokens({"Image Index": "image_index", "Finding Label": "label", "x": "x",
-                                       "y": "y", "w": "w", "h": "h"}),
+    _Variant("bbox/explicit", _tokens({"Image Index": "image_index", "Finding Label": "label",
+                                       "Finding Labels": "label", "x": "x", "y": "y", "w": "w", "h": "h"}),
              _BOX_KEYS, "Image Index,Finding Label,x,y,w,h"),
 )  # fmt: skip
 
@@ -204,12 +217,18 @@ def split_header(cells: list[str]) -> list[str]:
     return [token.strip() for token in tokens]
 
 
-def _match(tokens: list[str], trailing: int, variant: _Variant) -> list[str] | None:
+def loose_name(token: str) -> str:
+    """A column name without case, spaces, ``_``, ``-`` or ``#``: ``Follow_Up_#`` -> ``followup``."""
+    return _LOOSE_DROP.sub("", token.lower())
+
+
+def _match(tokens: list[str], trailing: int, variant: _Variant, loose: bool) -> list[str] | None:
     if variant.trailing is not None and variant.trailing != (trailing > 0):
         return None
+    names = {loose_name(k) if loose else k.lower(): v for k, v in variant.tokens.items()}
     keys: list[str] = []
     for token in tokens:
-        mapped = variant.tokens.get(token.lower())
+        mapped = names.get(loose_name(token) if loose else token.lower())
         if mapped is None:
             return None
         keys.extend(mapped)
@@ -218,37 +237,61 @@ def _match(tokens: list[str], trailing: int, variant: _Variant) -> list[str] | N
     return keys
 
 
-_Match = tuple[_Variant, list[str], int]
+@dataclass(frozen=True)
+class _Match:
+    variant: _Variant
+    keys: list[str]  # one per cell; ``_row_number`` for a leading index column
+    notes: dict[str, int]
 
 
-def _recognise(header: list[str], source: str, variants: tuple[_Variant, ...]) -> _Match:
-    tokens = split_header(header)
+def _header_tokens(header: list[str]) -> tuple[list[str], int, int]:
+    """Column names, the number of trailing empty columns and of leading (index) columns."""
+    tokens = ["" if _PANDAS_UNNAMED.fullmatch(t) else t for t in split_header(header)]
     trailing = 0
     while tokens and not tokens[-1]:
         tokens.pop()
         trailing += 1
-    for variant in variants:
-        keys = _match(tokens, trailing, variant)
-        if keys is not None:
-            return variant, keys, trailing
+    leading = 1 if len(tokens) > 1 and not tokens[0] else 0
+    return tokens[leading:], trailing, leading
+
+
+def _recognise(header: list[str], source: str, variants: tuple[_Variant, ...]) -> _Match:
+    """Find the variant of a header: exact names (any case) first, then names spelled differently."""
+    tokens, trailing, leading = _header_tokens(header)
+    notes = {"trailing_empty_columns": trailing, "leading_index_column": leading}
+    for loose in (False, True):
+        for variant in variants:
+            keys = _match(tokens, trailing, variant, loose)
+            if keys is not None:
+                notes["header_spelled_differently"] = int(loose)
+                return _Match(variant, ["_row_number"] * leading + keys, {k: v for k, v in notes.items() if v})
     known = "\n".join(f"  {v.name}: {v.example}" for v in variants)
     raise UnknownHeaderError(f"{source}: unknown header; columns found: {tokens} (plus {trailing} empty); "
                              f"{_closest(tokens, trailing, variants)}; known variants:\n{known}")  # fmt: skip
 
 
 def _closest(tokens: list[str], trailing: int, variants: tuple[_Variant, ...]) -> str:
+    def names(variant: _Variant) -> dict[str, tuple[str, ...]]:
+        return {loose_name(k): v for k, v in variant.tokens.items()}
+
     def unknown(variant: _Variant) -> list[str]:
-        return [token for token in tokens if token.lower() not in variant.tokens]
+        return [token for token in tokens if loose_name(token) not in names(variant)]
+
+    def lacking(variant: _Variant) -> set[str]:
+        return set(variant.required) - {key for token in tokens for key in names(variant).get(loose_name(token), ())}
 
     def distance(variant: _Variant) -> tuple[int, bool]:
-        return len(unknown(variant)), variant.trailing is not None and variant.trailing != (trailing > 0)
+        mismatch = len(unknown(variant)) + len(lacking(variant))
+        return mismatch, variant.trailing is not None and variant.trailing != (trailing > 0)
 
     best = min(variants, key=distance)
-    found = {key for token in tokens for key in best.tokens.get(token.lower(), ())}
-    missing = [" or ".join(repr(t) for t, keys in best.tokens.items() if key in keys)
-               for key in sorted(best.required - found)]  # fmt: skip
-    found_text = f"unexpected columns {unknown(best)}, missing columns [{', '.join(missing)}]"
-    return f"closest variant {best.name}: {found_text}"
+    lacking_keys = lacking(best)
+    missing = dict.fromkeys(" or ".join(repr(name) for name, k in best.tokens.items() if k == keys)
+                            for keys in best.tokens.values() if lacking_keys & set(keys))  # fmt: skip
+    text = f"closest variant {best.name}: unexpected columns {unknown(best)}, missing columns [{', '.join(missing)}]"
+    if any(";" in token or "\t" in token for token in tokens):
+        text += "; the header looks separated by ';' or tabs: save the file comma-separated"
+    return text
 
 
 def _cells_frame(raw: _RawTable, keys: list[str], notes: dict[str, int]) -> pd.DataFrame:
@@ -269,88 +312,6 @@ def _cells_frame(raw: _RawTable, keys: list[str], notes: dict[str, int]) -> pd.D
     return frame
 
 
-def _count(notes: dict[str, int], key: str, value: int | np.integer) -> None:
-    if int(value):
-        notes[key] = notes.get(key, 0) + int(value)
-
-
-def _to_int(cells: pd.Series, notes: dict[str, int], name: str) -> pd.Series:
-    ok = cells.str.fullmatch(r"\d+").fillna(False).astype(bool)
-    _count(notes, f"unparsable_{name}", (~ok).sum())
-    _count(notes, f"{name}_zero_padded", (ok & cells.str.match(r"0\d")).sum())
-    return pd.to_numeric(cells.where(ok), errors="coerce").astype("Int64")
-
-
-def _to_float(cells: pd.Series, notes: dict[str, int], name: str) -> pd.Series:
-    values = pd.to_numeric(cells.where(cells != ""), errors="coerce").astype("float64")
-    values = values.where(np.isfinite(values))
-    _count(notes, f"unparsable_{name}", values.isna().sum())
-    return values
-
-
-def _ages(raw: pd.Series, notes: dict[str, int]) -> tuple[pd.Series, pd.Series]:
-    codes, uniques = pd.factorize(raw)  # a few hundred distinct ages: parse each once
-    parts = pd.Series(uniques, dtype="str").str.upper().str.extract(_AGE_RE)
-    unique_units = parts["unit"].fillna("")
-    per_unique = pd.to_numeric(parts["num"], errors="coerce") / unique_units.map(_AGE_UNITS).astype("float64")
-    units = unique_units.to_numpy()[codes]
-    years = pd.Series(per_unique.to_numpy()[codes], index=raw.index)
-    for unit, note in _AGE_UNIT_NOTES.items():
-        _count(notes, note, (units == unit).sum())
-    impossible = years > MAX_AGE_YEARS
-    _count(notes, "age_impossible", impossible.sum())
-    _count(notes, "age_unparsable", years.isna().sum())
-    flagged = (impossible | years.isna()).astype(bool)
-    return years.where(~flagged).astype("Float64"), flagged
-
-
-def _labels(cells: pd.Series, notes: dict[str, int]) -> pd.Series:
-    parsed: dict[str, list[str]] = {}  # a few hundred distinct label strings: parse each once
-    for cell, count in cells.value_counts().items():
-        names = [name.strip() for name in str(cell).split("|")] if cell else []
-        parsed[str(cell)] = [LABEL_ALIASES.get(name, name) for name in names]
-        _count(notes, "no_finding_underscore", sum(name in LABEL_ALIASES for name in names) * count)
-    return pd.Series([list(parsed[cell]) for cell in cells], index=cells.index, dtype="object")
-
-
-def _spacing(cells: pd.Series, notes: dict[str, int], name: str) -> pd.Series:
-    values = _to_float(cells, notes, name)
-    rounded = values.round(SPACING_DECIMALS)
-    _count(notes, "spacing_rounded", ((rounded != values) & values.notna()).sum())
-    return rounded.astype("Float64")
-
-
-def _size_columns(cells: pd.DataFrame, notes: dict[str, int]) -> dict[str, pd.Series]:
-    if not set(_SIZE_KEYS) <= set(cells.columns):
-        notes[NOTE_SIZE_COLUMNS_MISSING] = 1
-        empty = pd.Series(pd.NA, index=cells.index)
-        ints = {name: empty.astype("Int64") for name in ("original_width", "original_height")}
-        return ints | {name: empty.astype("Float64") for name in ("pixel_spacing_x", "pixel_spacing_y")}
-    return {
-        "original_width": _to_int(cells["width"], notes, "original_width"),
-        "original_height": _to_int(cells["height"], notes, "original_height"),
-        "pixel_spacing_x": _spacing(cells["spacing_x"], notes, "pixel_spacing_x"),
-        "pixel_spacing_y": _spacing(cells["spacing_y"], notes, "pixel_spacing_y"),
-    }
-
-
-def _normalise_data_entry(cells: pd.DataFrame, notes: dict[str, int]) -> pd.DataFrame:
-    age_years, age_flagged = _ages(cells["age"], notes)
-    columns: dict[str, pd.Series] = {
-        "image_index": cells["image_index"],
-        "patient_id": _to_int(cells["patient_id"], notes, "patient_id"),
-        "follow_up": _to_int(cells["follow_up"], notes, "follow_up"),
-        "age_years": age_years,
-        "age_raw": cells["age"],
-        "age_flagged": age_flagged,
-        "sex": cells["sex"],
-        "view_position": cells["view"],
-        "labels": _labels(cells["labels"], notes),
-        **_size_columns(cells, notes),
-    }
-    return pd.DataFrame(columns).astype(DATA_ENTRY_DTYPES).reset_index(drop=True)
-
-
 def load_data_entry(data: bytes, source: str) -> LoadedTable:
     """Load a Data_Entry CSV (any known variant) into the normalised frame.
 
@@ -369,11 +330,10 @@ def load_data_entry(data: bytes, source: str) -> LoadedTable:
 
 
 def _data_entry_table(raw: _RawTable, source: str) -> LoadedTable:
-    variant, keys, trailing = _recognise(raw.header, source, DATA_ENTRY_VARIANTS)
-    notes: dict[str, int] = {}
-    _count(notes, "trailing_empty_columns", trailing)
-    _count(notes, "patient_sex_header", any(t.lower() == "patient sex" for t in split_header(raw.header)))
-    frame = _normalise_data_entry(_cells_frame(raw, keys, notes), notes)
+    match = _recognise(raw.header, source, DATA_ENTRY_VARIANTS)
+    variant, keys, notes = match.variant, match.keys, dict(match.notes)
+    count_note(notes, "patient_sex_header", any(t.lower() == "patient sex" for t in split_header(raw.header)))
+    frame = normalise_data_entry(_cells_frame(raw, keys, notes), notes)
     logger.info("%s: %d Data_Entry rows, variant %s, notes %s", source, len(frame), variant.name, notes)
     return LoadedTable(frame, variant.name, source, notes, tuple(raw.lines))
 
@@ -391,14 +351,14 @@ def load_bboxes(data: bytes, source: str) -> LoadedTable:
 
 
 def _bbox_table(raw: _RawTable, source: str) -> LoadedTable:
-    variant, keys, _ = _recognise(raw.header, source, BBOX_VARIANTS)
-    notes: dict[str, int] = {}
+    match = _recognise(raw.header, source, BBOX_VARIANTS)
+    variant, keys, notes = match.variant, match.keys, {k: v for k, v in match.notes.items() if "trailing" not in k}
     cells = _cells_frame(raw, keys, notes)
-    _count(notes, "infiltrate_renamed", cells["label"].isin(list(BBOX_LABEL_ALIASES)).sum())
+    count_note(notes, "infiltrate_renamed", cells["label"].isin(list(BBOX_LABEL_ALIASES)).sum())
     columns: dict[str, pd.Series] = {
         "image_index": cells["image_index"],
         "label": cells["label"].replace(BBOX_LABEL_ALIASES),
-        **{axis: _to_float(cells[axis], notes, axis) for axis in ("x", "y", "w", "h")},
+        **{axis: to_float(cells[axis], notes, axis) for axis in ("x", "y", "w", "h")},
     }
     frame = pd.DataFrame(columns).reset_index(drop=True)
     logger.info("%s: %d boxes, variant %s, notes %s", source, len(frame), variant.name, notes)
@@ -413,8 +373,7 @@ def load_any_table(data: bytes, source: str) -> LoadedTable:
         UnknownHeaderError: listing every known variant, if the header matches none.
     """
     raw = _read_csv(data, source)
-    variant, _, _ = _recognise(raw.header, source, DATA_ENTRY_VARIANTS + BBOX_VARIANTS)
-    if variant in BBOX_VARIANTS:
+    if _recognise(raw.header, source, DATA_ENTRY_VARIANTS + BBOX_VARIANTS).variant in BBOX_VARIANTS:
         return _bbox_table(raw, source)
     return _data_entry_table(raw, source)
 

@@ -18,26 +18,20 @@ Each expectation carries ``meta.severity`` (what this module reads); GX's native
 
 Checks that cannot be written as a plain GX expectation run on derived columns added to a copy of the frame
 (``index_patient_id``, ``labels_in_vocabulary``, ``x_end``, ``in_both``...; each suite's
-``meta.derived_columns`` lists them). GX is imported lazily (it takes seconds), with its logger, warnings
-and progress bars silenced.
+``meta.derived_columns`` lists them). Loading and running the suites with GX lives in ``pipeline.suites``;
+``pipeline.datadocs`` renders the results as offline HTML.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib
 import json
 import logging
-import math
-import os
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,56 +47,60 @@ from pipeline.metadata import (
     split_list_entries,
 )
 from pipeline.nih import IMAGE_NAME_RE, LABELS, NO_FINDING
+from pipeline.suites import (
+    GX_SEVERITY,
+    SUITES_DIR,
+    ExpectationOutcome,
+    Severity,
+    SuiteError,
+    SuiteRun,
+    load_suite,
+    run_suite,
+    validate_frame,
+)
+
+__all__ = [
+    "GX_SEVERITY",
+    "SUITES_DIR",
+    "BlockingValidationError",
+    "ExpectationOutcome",
+    "Severity",
+    "SuiteError",
+    "SuiteRun",
+    "ValidationReport",
+    "load_suite",
+    "raise_if_blocking",
+    "run_suite",
+    "validate_bboxes",
+    "validate_data_entry",
+    "validate_files",
+    "validate_main",
+    "validate_split_lists",
+]
 
 logger = logging.getLogger(__name__)
-
-Severity = Literal["blocking", "warning"]
-#: The suite JSON files; ``CXR_EXPECTATIONS_DIR`` overrides it (e.g. for an install without the source tree).
-_SOURCE_SUITES = Path(__file__).resolve().parent.parent / "expectations"
-SUITES_DIR = Path(os.environ.get("CXR_EXPECTATIONS_DIR") or _SOURCE_SUITES)
-GX_SEVERITY: dict[str, str] = {"blocking": "critical", "warning": "warning"}
-MAX_EXAMPLES = 5
-_RESULT_FORMAT = {
-    "result_format": "SUMMARY",
-    "partial_unexpected_count": MAX_EXAMPLES,
-    "return_unexpected_index_query": False,
-}
 _SIZE_COLUMNS = ("original_width", "original_height", "pixel_spacing_x", "pixel_spacing_y")
-
-
-class SuiteError(ValueError):
-    """An expectation suite JSON file is invalid or GX did not load all of its expectations."""
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    """The result of one expectation, in plain Python types."""
-
-    suite: str
-    expectation: str
-    column: str | None
-    severity: Severity
-    success: bool
-    unexpected_count: int
-    element_count: int
-    examples: list[dict[str, Any]]
-    description: str
-    check: str = ""
-
-    def render(self) -> str:
-        """Return one line naming severity, suite, expectation, column, count and a few example rows."""
-        where = f" on {self.column}" if self.column else ""
-        head = f"[{self.severity}] {self.suite}.{self.check or self.expectation} ({self.expectation}{where})"
-        shown = "; ".join(", ".join(f"{k}={v!r}" for k, v in row.items()) for row in self.examples[:3])
-        return f"{head}: {self.description}" + (f" | e.g. {shown}" if shown else "")
 
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """All expectation outcomes of one validation run, with the variant detected for each file."""
+    """All expectation outcomes of one validation run, with the variant detected for each file.
+
+    ``runs`` keeps GX's own result of each suite run (for Data Docs); it is empty when the report was built
+    from outcomes alone.
+    """
 
     outcomes: list[ExpectationOutcome]
     variants: dict[str, str]
+    runs: tuple[SuiteRun, ...] = ()
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_runs(
+        cls, runs: Sequence[SuiteRun], variants: dict[str, str], notes: dict[str, dict[str, int]] | None = None
+    ) -> ValidationReport:
+        """Build a report from suite runs (outcomes in order); ``notes``: loader quirk counts per file."""
+        return cls([o for run in runs for o in run.outcomes], dict(variants), tuple(runs), dict(notes or {}))
 
     @property
     def blocking_failures(self) -> list[ExpectationOutcome]:
@@ -124,10 +122,15 @@ class ValidationReport:
         return {
             "ok": self.ok,
             "variants": dict(self.variants),
+            "notes": {source: dict(counts) for source, counts in self.notes.items()},
             "blocking_failures": len(self.blocking_failures),
             "warnings": len(self.warnings),
             "outcomes": [asdict(o) for o in self.outcomes],
         }
+
+    def _notes_text(self, source: str) -> str:
+        counts = self.notes.get(source) or {}
+        return f" ({', '.join(f'{k}={v}' for k, v in counts.items())})" if counts else ""
 
     def summary_text(self) -> str:
         """Return a short human summary: verdict, counts, then one line per failed expectation."""
@@ -136,7 +139,7 @@ class ValidationReport:
             f"validation {verdict}: {len(self.outcomes)} expectations, "
             f"{len(self.blocking_failures)} blocking failures, {len(self.warnings)} warnings"
         ]
-        lines += [f"  {source}: {variant}" for source, variant in self.variants.items()]
+        lines += [f"  {source}: {variant}{self._notes_text(source)}" for source, variant in self.variants.items()]
         lines += ["  " + o.render() for o in self.blocking_failures + self.warnings]
         return "\n".join(lines)
 
@@ -160,168 +163,6 @@ def raise_if_blocking(report: ValidationReport) -> None:
         raise BlockingValidationError(report)
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    logging.getLogger("great_expectations").setLevel(logging.CRITICAL + 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _gx(module: str = "great_expectations") -> Any:
-    with _quiet():
-        return importlib.import_module(module)
-
-
-@functools.cache
-def _batch_definition() -> Any:
-    with _quiet():
-        context = _gx().get_context(mode="ephemeral")
-        config_types = _gx("great_expectations.data_context.types.base")
-        context.variables.progress_bars = config_types.ProgressBarsConfig(globally=False)
-        asset = context.data_sources.add_pandas("cxr_metadata").add_dataframe_asset("frame")
-        return asset.add_batch_definition_whole_dataframe("whole_frame")
-
-
-def _check_payload(payload: dict[str, Any], path: Path) -> None:
-    for number, spec in enumerate(payload.get("expectations", []), 1):
-        severity = (spec.get("meta") or {}).get("severity")
-        if severity not in GX_SEVERITY:
-            raise SuiteError(
-                f"{path}: expectation {number} ({spec.get('type')}) has meta.severity "
-                f"{severity!r}; expected 'blocking' or 'warning'"
-            )
-        if spec.get("severity", GX_SEVERITY[severity]) != GX_SEVERITY[severity]:
-            raise SuiteError(
-                f"{path}: expectation {number} ({spec.get('type')}): severity "
-                f"{spec['severity']!r} contradicts meta.severity {severity!r}"
-            )
-
-
-def load_suite(path: Path) -> Any:
-    """Load a GX suite JSON file, checking that GX kept every expectation.
-
-    GX drops expectations of unknown type (or with invalid kwargs) with only a log line, so the count of
-    loaded expectations is compared with the JSON's.
-
-    Raises:
-        SuiteError: if the file is not valid JSON, lacks severities, or GX dropped an expectation.
-    """
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SuiteError(f"{path}: cannot read expectation suite: {exc}") from exc
-    _check_payload(payload, path)
-    with _quiet():
-        suite = _gx("great_expectations.core.expectation_suite").ExpectationSuite(**payload)
-    wanted = [spec.get("type") for spec in payload.get("expectations", [])]
-    loaded = [expectation.expectation_type for expectation in suite.expectations]
-    if len(loaded) != len(wanted):
-        dropped = sorted(set(wanted) - set(loaded)) or "an invalid configuration"
-        raise SuiteError(
-            f"{path}: GX loaded {len(loaded)} of {len(wanted)} expectations; dropped {dropped} "
-            "(unknown expectation type or invalid kwargs)"
-        )
-    return suite
-
-
-def run_suite(name: str, frame: pd.DataFrame, suite_path: Path | None = None) -> list[ExpectationOutcome]:
-    """Validate a frame (with a RangeIndex and a ``line`` column) against a suite, in suite order."""
-    path = suite_path or SUITES_DIR / f"{name}.json"
-    suite = load_suite(path)
-    frame = frame.reset_index(drop=True)
-    with _quiet():
-        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
-        results = batch.validate(suite, result_format=_RESULT_FORMAT).results
-    order = {e.meta.get("check"): i for i, e in enumerate(suite.expectations)}
-    outcomes = [_outcome(name, result, frame) for result in results]
-    return sorted(outcomes, key=lambda o: order.get(o.check, len(order)))
-
-
-def _column_of(kwargs: dict[str, Any]) -> str | None:
-    if "column" in kwargs:
-        return str(kwargs["column"])
-    if "column_A" in kwargs:
-        return f"{kwargs['column_A']},{kwargs['column_B']}"
-    if "column_list" in kwargs:
-        return ",".join(kwargs["column_list"])
-    return None
-
-
-def _error_of(result: Any) -> str | None:
-    info = result.exception_info or {}
-    for candidate in [info, *(v for v in info.values() if isinstance(v, dict))]:
-        if candidate.get("raised_exception"):
-            return str(candidate.get("exception_message"))
-    return None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-def _examples(result: dict[str, Any], frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for index in result.get("partial_unexpected_index_list") or []:
-        if not isinstance(index, int | np.integer) or index not in frame.index:
-            continue
-        row = frame.loc[index]
-        example = {"line": _plain(row.get("line"))}
-        example.update({c: _plain(row[c]) for c in columns if c in frame.columns and c != "line"})
-        rows.append(example)
-    return rows[:MAX_EXAMPLES]
-
-
-def _describe(statement: str, success: bool, result: dict[str, Any], counts: tuple[int, int]) -> str:
-    unexpected, total = counts
-    if "observed_value" in result and "details" not in result:
-        verdict = "passed" if success else "failed"
-        return f"{statement}: {verdict} (observed {_plain(result['observed_value'])})"
-    missing = (result.get("details") or {}).get("mismatched", {}).get("missing")
-    if missing:
-        return f"{statement}: missing columns {sorted(missing)}"
-    if success:
-        return f"{statement}: passed ({total} rows)"
-    return f"{statement}: {unexpected} of {total} rows fail"
-
-
-def _outcome(suite: str, result: Any, frame: pd.DataFrame) -> ExpectationOutcome:
-    config = result.expectation_config
-    meta, kwargs, details = dict(config.meta or {}), dict(config.kwargs), dict(result.result or {})
-    column = _column_of(kwargs)
-    success = bool(result.success)
-    element_count = int(details.get("element_count", len(frame)))
-    missing = (details.get("details") or {}).get("mismatched", {}).get("missing") or []
-    default_count = len(missing) if missing else (0 if success else element_count)
-    unexpected = int(details.get("unexpected_count", default_count))
-    statement = str(config.description or config.type)
-    error = _error_of(result)
-    description = (
-        f"{statement}: could not be evaluated: {error}"
-        if error
-        else _describe(statement, success, details, (unexpected, element_count))
-    )
-    domain = [c for c in (column or "").split(",") if c]
-    return ExpectationOutcome(
-        suite=suite,
-        expectation=str(config.type),
-        column=column,
-        severity=meta["severity"],
-        success=success,
-        unexpected_count=unexpected,
-        element_count=element_count,
-        examples=_examples(details, frame, [*meta.get("example_columns", []), *domain]),
-        description=description,
-        check=str(meta.get("check", "")),
-    )
-
-
 def _data_entry_frame(table: LoadedTable) -> pd.DataFrame:
     frame = table.frame.reset_index(drop=True).copy()
     frame["line"] = table.line_numbers()
@@ -340,13 +181,13 @@ def _data_entry_frame(table: LoadedTable) -> pd.DataFrame:
     return frame
 
 
-def validate_data_entry(table: LoadedTable) -> list[ExpectationOutcome]:
+def validate_data_entry(table: LoadedTable) -> SuiteRun:
     """Validate a loaded Data_Entry table against ``expectations/data_entry.json``.
 
     Returns:
-        One outcome per expectation, in suite order.
+        The run: one outcome per expectation, in suite order, and GX's result.
     """
-    return run_suite("data_entry", _data_entry_frame(table))
+    return validate_frame("data_entry", _data_entry_frame(table))
 
 
 def _bbox_frame(table: LoadedTable, known_images: set[str] | None) -> pd.DataFrame:
@@ -360,15 +201,15 @@ def _bbox_frame(table: LoadedTable, known_images: set[str] | None) -> pd.DataFra
     return frame
 
 
-def validate_bboxes(table: LoadedTable, known_images: set[str] | None) -> list[ExpectationOutcome]:
+def validate_bboxes(table: LoadedTable, known_images: set[str] | None) -> SuiteRun:
     """Validate a loaded bounding-box table against ``expectations/bbox.json``.
 
     Args:
         table: The table from ``load_bboxes``.
         known_images: Image names of the Data_Entry file; None skips the ``image_known`` check.
     """
-    outcomes = run_suite("bbox", _bbox_frame(table, known_images))
-    return [o for o in outcomes if known_images is not None or o.check != "image_known"]
+    skip = () if known_images is not None else ("image_known",)
+    return validate_frame("bbox", _bbox_frame(table, known_images), skip=skip)
 
 
 def _split_frame(entries: dict[str, list[tuple[int, str]]], known: set[str] | None) -> pd.DataFrame:
@@ -387,7 +228,7 @@ def validate_split_lists(
     train_val: Sequence[str] | Sequence[tuple[int, str]],
     test: Sequence[str] | Sequence[tuple[int, str]],
     known_images: set[str] | None,
-) -> list[ExpectationOutcome]:
+) -> SuiteRun:
     """Validate the train_val and test lists against ``expectations/split_lists.json``.
 
     Args:
@@ -400,8 +241,7 @@ def validate_split_lists(
         return [item if isinstance(item, tuple) else (i, item) for i, item in enumerate(items, 1)]
 
     frame = _split_frame({"train_val": numbered(train_val), "test": numbered(test)}, known_images)
-    outcomes = run_suite("split_lists", frame)
-    return [o for o in outcomes if known_images is not None or o.check != "name_known"]
+    return validate_frame("split_lists", frame, skip=() if known_images is not None else ("name_known",))
 
 
 def _read(path: Path) -> bytes:
@@ -429,6 +269,7 @@ def validate_files(paths: list[Path]) -> ValidationReport:
         SuiteError: if an expectation suite is invalid.
     """
     variants: dict[str, str] = {}
+    notes: dict[str, dict[str, int]] = {}
     tables: list[LoadedTable] = []
     lists: dict[str, list[tuple[int, str]]] = {"train_val": [], "test": []}
     for path in paths:
@@ -440,13 +281,14 @@ def validate_files(paths: list[Path]) -> ValidationReport:
         else:
             tables.append(load_any_table(data, str(path)))
             variants[str(path)] = tables[-1].variant
+            notes[str(path)] = tables[-1].notes
     entries = [t for t in tables if t.variant.startswith("data_entry/")]
     known = {str(n) for t in entries for n in t.frame["image_index"]} if entries else None
-    outcomes = [o for t in entries for o in validate_data_entry(t)]
-    outcomes += [o for t in tables if t.variant.startswith("bbox/") for o in validate_bboxes(t, known)]
+    runs = [validate_data_entry(t) for t in entries]
+    runs += [validate_bboxes(t, known) for t in tables if t.variant.startswith("bbox/")]
     if lists["train_val"] or lists["test"]:
-        outcomes += validate_split_lists(lists["train_val"], lists["test"], known)
-    return ValidationReport(outcomes, variants)
+        runs.append(validate_split_lists(lists["train_val"], lists["test"], known))
+    return ValidationReport.from_runs(runs, variants, {source: n for source, n in notes.items() if n})
 
 
 def validate_main(argv: list[str] | None = None) -> int:

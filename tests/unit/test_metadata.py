@@ -183,7 +183,7 @@ def test_unknown_header_lists_columns_and_known_variants() -> None:
 
 def test_missing_column_is_an_unknown_header_naming_it(rows: Rows) -> None:
     header = BRACKETED.replace("Patient Gender,", "")
-    with pytest.raises(UnknownHeaderError, match=r"missing columns \['patient gender' or 'patient sex'\]"):
+    with pytest.raises(UnknownHeaderError, match=r"missing columns \['Patient Gender' or 'Patient Sex'\]"):
         load_data_entry(render(header, [r[:5] + r[6:] for r in rows[:3]]), "no-sex.csv")
 
 
@@ -247,3 +247,65 @@ def test_split_lists_tolerate_crlf_blank_lines_and_whitespace() -> None:
     names = ["00000001_000.png", "00000001_001.png", "00000002_000.png"]
     assert load_split_list(data, "train_val_list.txt") == names
     assert [n for n, _ in split_list_entries(data, "train_val_list.txt")] == [1, 3, 4]
+
+
+def test_names_spelled_differently_are_recognised(rows: Rows, reference: LoadedTable) -> None:
+    header = "image_index,FINDING LABELS,Follow-Up,patient-id,Patient_Age,Patient Sex,view position,"
+    header += "Original Image Width,Original_Image_Height,OriginalImagePixelSpacing-X,originalimagepixelspacing y"
+    table = load_data_entry(render(header, rows), "respelled.csv")
+    assert table.variant == "data_entry/explicit"
+    assert table.notes["header_spelled_differently"] == 1
+    same_rows(table, reference)
+    boxes = load_bboxes(b"image_index,finding_labels,BBox [x, y, w, h]\n00000001_000.png,Mass,1,2,3,4\n", "b.csv")
+    assert boxes.variant == "bbox/nih"
+    assert boxes.frame.iloc[0].tolist() == ["00000001_000.png", "Mass", 1.0, 2.0, 3.0, 4.0]
+
+
+def test_columns_in_another_order_give_the_same_table(rows: Rows, reference: LoadedTable) -> None:
+    names = EXPLICIT.split(",")
+    order = [10, 0, 3, 1, 9, 2, 4, 8, 5, 7, 6]
+    table = load_data_entry(render(",".join(names[i] for i in order), [[r[i] for i in order] for r in rows]), "o.csv")
+    assert table.variant == "data_entry/explicit"
+    same_rows(table, reference)
+
+
+def test_core_columns_only(rows: Rows, reference: LoadedTable) -> None:
+    table = load_data_entry(render(CORE, [r[:7] for r in rows]), "core.csv")
+    assert table.variant == "data_entry/no-size"
+    assert table.notes == {"size_columns_missing": 1}
+    size = ("original_width", "original_height", "pixel_spacing_x", "pixel_spacing_y")
+    same_rows(table, reference, ignore=size)
+    assert table.frame[list(size)].isna().all().all()
+
+
+def test_a_pandas_export_with_its_index_and_unnamed_column(rows: Rows, reference: LoadedTable) -> None:
+    header = "," + BRACKETED + ",Unnamed: 11"
+    body = [[str(i), *row, ""] for i, row in enumerate(rows)]
+    table = load_data_entry(render(header, body), "to_csv.csv")
+    assert table.variant == "data_entry/bracketed-trailing-comma"
+    assert table.notes == {"trailing_empty_columns": 1, "leading_index_column": 1}
+    same_rows(table, reference)
+    assert list(table.frame.columns) == list(DATA_ENTRY_COLUMNS)
+
+
+def test_whole_numbers_written_as_floats(rows: Rows, reference: LoadedTable) -> None:
+    floats = edit(edit(edit(rows, 2, lambda f: f + ".0"), 3, lambda p: p + ".0"), 7, lambda w: w + ".0")
+    table = load_data_entry(render(BRACKETED, floats), "floats.csv")
+    same_rows(table, reference)
+    assert table.notes["follow_up_written_as_float"] == 2000
+    assert table.notes["original_width_written_as_float"] == 2000
+    broken = load_data_entry(render(BRACKETED, edit(rows[:1], 2, lambda f: "1.5")), "half.csv")
+    assert broken.notes["unparsable_follow_up"] == 1
+    assert pd.isna(broken.frame["follow_up"].iloc[0])
+
+
+def test_unknown_header_names_the_closest_variant_and_a_wrong_delimiter() -> None:
+    header = b"Image Index,Finding Labels,Patient ID,Age,Patient Gender,View Position\n"
+    with pytest.raises(UnknownHeaderError) as caught:
+        load_data_entry(header + b"00000001_000.png,Mass,1,5,M,PA\n", "renamed.csv")
+    message = str(caught.value)
+    assert "closest variant data_entry/no-size: unexpected columns ['Age']" in message
+    assert "missing columns ['Follow-up #', 'Patient Age']" in message
+    semicolons = (CORE.replace(",", ";") + "\n").encode()
+    with pytest.raises(UnknownHeaderError, match="separated by ';' or tabs: save the file comma-separated"):
+        load_data_entry(semicolons, "excel.csv")

@@ -64,7 +64,7 @@ def failures(outcomes: list[ExpectationOutcome]) -> set[str]:
 
 
 def test_real_excerpt_has_no_blocking_failure(reference: LoadedTable) -> None:
-    outcomes = validate_data_entry(reference)
+    outcomes = validate_data_entry(reference).outcomes
     assert len(outcomes) == len(json.loads((SUITES_DIR / "data_entry.json").read_text())["expectations"])
     # v2020 renumbered follow-ups by study date: 561 of these rows differ from the image name (a warning)
     assert failures(outcomes) == {"follow_up_matches_index"}
@@ -79,7 +79,7 @@ def test_real_excerpt_has_no_blocking_failure(reference: LoadedTable) -> None:
 
 def test_missing_column(reference: LoadedTable) -> None:
     table = LoadedTable(reference.frame.drop(columns=["sex"]), reference.variant, "no-sex.csv")
-    outcomes = validate_data_entry(table)
+    outcomes = validate_data_entry(table).outcomes
     outcome = failed(outcomes, "columns_present")
     assert outcome.severity == "blocking"
     assert outcome.unexpected_count == 1
@@ -113,7 +113,7 @@ def test_missing_column(reference: LoadedTable) -> None:
 def test_blocking_failures_name_expectation_column_count_and_rows(
     entry_text: str, old: str, new: str, check: str, column: str, count: int, example: dict[str, object]
 ) -> None:
-    outcomes = validate_data_entry(entry_with(entry_text, old, new))
+    outcomes = validate_data_entry(entry_with(entry_text, old, new)).outcomes
     outcome = failed(outcomes, check)
     assert outcome.severity == "blocking"
     assert outcome.column == column
@@ -129,7 +129,7 @@ def test_blocking_failures_name_expectation_column_count_and_rows(
 
 def test_impossible_ages_are_warnings_not_blocking(entry_text: str) -> None:
     table = entry_with(entry_text, "No Finding,0,2,80,", "No Finding,0,2,414,")
-    report = ValidationReport(validate_data_entry(table), {"edited.csv": table.variant})
+    report = ValidationReport(validate_data_entry(table).outcomes, {"edited.csv": table.variant})
     assert report.ok
     assert table.notes["age_impossible"] == 1
     flagged = failed(report.outcomes, "age_not_flagged")
@@ -146,7 +146,7 @@ def box_table(rows: str) -> LoadedTable:
 
 def test_real_bbox_list_is_blocked_by_its_extra_row(known: set[str]) -> None:
     table = load_bboxes(BBOX_FILE.read_bytes(), BBOX_FILE.name)
-    outcomes = validate_bboxes(table, known)
+    outcomes = validate_bboxes(table, known).outcomes
     assert failures(outcomes) == {"label_in_vocabulary", "image_known"}
     bad = failed(outcomes, "label_in_vocabulary")
     assert bad.severity == "blocking"
@@ -158,7 +158,7 @@ def test_real_bbox_list_is_blocked_by_its_extra_row(known: set[str]) -> None:
 
 def test_box_outside_the_image_is_blocking() -> None:
     table = box_table("00000001_000.png,Mass,1000.5,10,100,20\n00000001_000.png,Nodule,-1,10,5,0\n")
-    outcomes = validate_bboxes(table, None)
+    outcomes = validate_bboxes(table, None).outcomes
     assert failures(outcomes) == {"x_end_inside", "x_inside", "h_positive"}
     outside = failed(outcomes, "x_end_inside")
     assert outside.severity == "blocking"
@@ -170,7 +170,7 @@ def test_box_outside_the_image_is_blocking() -> None:
 
 def test_unknown_box_image_is_a_warning(known: set[str]) -> None:
     table = box_table("00000001_000.png,Mass,1,1,1,1\n09999999_000.png,Mass,1,1,1,1\n")
-    outcomes = validate_bboxes(table, known)
+    outcomes = validate_bboxes(table, known).outcomes
     unknown = failed(outcomes, "image_known")
     assert unknown.severity == "warning"
     assert unknown.examples[0]["image_index"] == "09999999_000.png"
@@ -180,7 +180,7 @@ def test_unknown_box_image_is_a_warning(known: set[str]) -> None:
 def test_split_lists(known: set[str]) -> None:
     train = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "bad.png"]
     test = [(1, "00000003_000.png"), (3, "00000002_000.png"), (4, "00000002_000.png")]
-    outcomes = validate_split_lists(train, test, known)
+    outcomes = validate_split_lists(train, test, known).outcomes
     expected = {"name_pattern", "lists_disjoint", "name_unique", "name_known", "patients_disjoint"}
     assert failures(outcomes) == expected
     overlap = failed(outcomes, "lists_disjoint")
@@ -192,7 +192,7 @@ def test_split_lists(known: set[str]) -> None:
 
 
 def test_clean_split_lists_pass_without_data_entry() -> None:
-    outcomes = validate_split_lists(["00000001_000.png"], ["00000002_000.png"], None)
+    outcomes = validate_split_lists(["00000001_000.png"], ["00000002_000.png"], None).outcomes
     assert failures(outcomes) == set()
     assert "name_known" not in {o.check for o in outcomes}
 
@@ -240,7 +240,7 @@ def test_suite_without_severity_raises(tmp_path: Path) -> None:
 
 def test_raise_if_blocking_lists_each_failure(entry_text: str) -> None:
     table = entry_with(entry_text, "00000002_000.png,No Finding", "00000002_000.png,No Finding|Mass")
-    report = ValidationReport(validate_data_entry(table), {"edited.csv": table.variant})
+    report = ValidationReport(validate_data_entry(table).outcomes, {"edited.csv": table.variant})
     assert not report.ok
     assert len(report.blocking_failures) == 1
     with pytest.raises(BlockingValidationError) as caught:
@@ -307,3 +307,12 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], entr
     assert png.name in json.loads(capsys.readouterr().out)["error"]
     assert validate_main([str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv: cannot read" in capsys.readouterr().err
+
+
+def test_loader_quirks_are_in_the_summary_and_json(tmp_path: Path) -> None:
+    boxes = write(tmp_path / "boxes.csv", BOX_HEADER + "00000002_000.png,Infiltrate,1,1,10,10\n")
+    report = validate_files([boxes])
+    assert report.notes == {str(boxes): {"infiltrate_renamed": 1}}
+    assert f"  {boxes}: bbox/nih (infiltrate_renamed=1)" in report.summary_text().splitlines()
+    assert report.to_json()["notes"] == {str(boxes): {"infiltrate_renamed": 1}}
+    assert [o.check for o in report.outcomes if o.check == "image_known"] == []  # no Data_Entry given
