@@ -8,6 +8,7 @@ uses the ``If-None-Match: *`` conditional write so two writers can never both cr
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -58,8 +59,11 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+@functools.lru_cache(maxsize=16)
 def make_client(config: StoreConfig, max_pool: int = 32) -> S3Client:
-    """Create a boto3 S3 client with retries, timeouts and path-style addressing."""
+    """Create (once per configuration and process) a boto3 S3 client with retries, timeouts and path-style
+    addressing. Clients are thread-safe; creating one costs ~0.1 s of service-model loading, so it is cached.
+    """
     session = boto3.session.Session(
         aws_access_key_id=config.access_key_id,
         aws_secret_access_key=config.secret_access_key,
