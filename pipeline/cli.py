@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipeline import progress
+from pipeline import cli_releases, progress
 from pipeline.errors import PipelineError
 
 
@@ -54,6 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "shards": args.shards,
         "force": args.force,
+        "data_entry": args.data_entry,
+        "checksums": args.checksums,
     }
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
     summary = tasks.run_all(cfg)
@@ -132,13 +134,19 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run every stage in this process and publish a release")
-    p.add_argument("--source", required=True, help="directory holding the NIH archives and CSVs")
+    p.add_argument(
+        "--source",
+        required=True,
+        help="where the NIH archives and CSVs are: a directory, s3://BUCKET/PREFIX or http(s)://URL",
+    )
     p.add_argument("--store", required=True, help="s3://BUCKET[/PREFIX] (endpoint and keys from AWS_* variables)")
     p.add_argument("--release", help="release version (default: today's date, YYYY.MM.DD)")
     p.add_argument("--split-mode", default="auto", choices=["auto", "official", "patient-hash"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shards", nargs="+", help="only these archives (names or numbers)")
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    p.add_argument("--data-entry", help="metadata file when several are present: 2017, v2020 (default) or a file name")
+    p.add_argument("--checksums", help="md5 list to verify against (path, URI or file name in the source)")
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
@@ -171,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_synth(sub)
     _add_stack(sub)
+    cli_releases.add_parsers(sub)
     p = sub.add_parser("validate", help="validate metadata files (exit 0 ok, 1 blocking failure, 2 unreadable)")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")

@@ -1,22 +1,35 @@
-"""Publish stage: versions, claims, the manifest (written last) and the ``latest`` pointer.
+"""Publish stage: versions, claims, the manifest (written last), verification and the ``latest`` pointer.
 
 A release is visible only once ``releases/<version>/manifest.json`` exists; it is created with a
 conditional write (``If-None-Match: *``), so two publishers can never both publish one version.
 Before any file of a version is written, the run *claims* the version
 (``releases/<version>/_claim.json``, also a conditional write) with its input fingerprint: runs with
 the same inputs produce the same bytes and may share the claim; a run with other inputs is refused.
-``releases/latest.json`` moves only after the manifest is written and every file re-read and checked.
+``releases/latest.json`` moves only after every file was re-read and checked and the manifest written.
+
+Why files are written in place rather than staged under another prefix and copied: the claim already
+makes the version's prefix private to runs with identical inputs, and nothing that lists or opens
+releases (``list_versions``, ``latest.json``, :mod:`pipeline.client`, ``cxr verify``) treats a version
+without a manifest as a release, so readers never see a half-written one. A staging prefix would only
+move that guarantee onto a server-side copy of every file (the 42 GB of images twice over, as Parquet
+and WebDataset), doubling the writes, and the copy would not be atomic either: the manifest would still
+be the moment of publication. Reruns stay idempotent: same inputs, same keys, same bytes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
+
 from pipeline.config import RunConfig
-from pipeline.errors import ReleaseConflictError
+from pipeline.errors import PipelineError, ReleaseConflictError, StoreUnavailableError
 from pipeline.storage import ObjectExistsError, Store
 from pipeline.workspace import get_json, put_json, release_prefix
 
@@ -24,6 +37,9 @@ log = logging.getLogger(__name__)
 
 LATEST = "releases/latest.json"
 MAX_SAME_DAY = 99
+VERIFY_WORKERS = 8
+#: Objects that may sit in a published release without a manifest entry (the manifest itself; a leftover claim).
+UNLISTED_OK = frozenset({"manifest.json", "_claim.json"})
 
 
 def manifest_key(version: str) -> str:
@@ -109,34 +125,140 @@ def sha256_of_object(store: Store, rel: str) -> str:
     return digest.hexdigest()
 
 
+def check_file(store: Store, entry: dict[str, Any]) -> str | None:
+    """Re-read one manifest entry from the store; return what is wrong with it, or None."""
+    info = store.head(entry["path"])
+    if info is None:
+        return f"{entry['path']}: missing"
+    if info.size != entry["size"]:
+        return f"{entry['path']}: size {info.size}, manifest says {entry['size']}"
+    if sha256_of_object(store, entry["path"]) != entry["sha256"]:
+        return f"{entry['path']}: sha256 differs from the manifest"
+    return None
+
+
 def verify_files(store: Store, files: list[dict[str, Any]], limit: int = 10) -> list[str]:
-    """Re-read every listed file; return up to ``limit`` human-readable mismatches."""
-    problems: list[str] = []
-    for entry in files:
-        info = store.head(entry["path"])
-        if info is None:
-            problems.append(f"{entry['path']}: missing")
-        elif info.size != entry["size"]:
-            problems.append(f"{entry['path']}: size {info.size}, manifest says {entry['size']}")
-        elif sha256_of_object(store, entry["path"]) != entry["sha256"]:
-            problems.append(f"{entry['path']}: sha256 differs from the manifest")
-        if len(problems) >= limit:
-            break
-    return problems
+    """Re-read every listed file (a few at a time); return the first ``limit`` mismatches in listing order."""
+    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS, thread_name_prefix="verify") as pool:
+        outcomes = pool.map(lambda entry: check_file(store, entry), files)
+        problems = [problem for problem in outcomes if problem is not None]
+    return problems[:limit]
 
 
-def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> str:
-    """Create the manifest (conditional write) and return its sha256.
+def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> tuple[str, bool]:
+    """Create the manifest (conditional write), re-read it, and return (its sha256, whether this call created it).
 
-    An identical manifest already there is a no-op; a different one is a conflict.
+    An identical release already there (same input fingerprint) is a no-op: ``created`` is False.
+    A different one is a conflict.
     """
     try:
-        return put_json(store, manifest_key(version), manifest, if_absent=True)
+        sha = put_json(store, manifest_key(version), manifest, if_absent=True)
     except ObjectExistsError:
         existing = get_json(store, manifest_key(version))
         if existing.get("input_fingerprint") != manifest.get("input_fingerprint"):
-            raise ReleaseConflictError(f"release {version} was published meanwhile with other content") from None
-        return hashlib.sha256(store.get_bytes(manifest_key(version))).hexdigest()
+            raise ReleaseConflictError(
+                f"release {version} was published meanwhile by run {existing.get('created_by_run')} with other "
+                "content; published releases never change: publish under another version"
+            ) from None
+        return hashlib.sha256(store.get_bytes(manifest_key(version))).hexdigest(), False
+    if hashlib.sha256(store.get_bytes(manifest_key(version))).hexdigest() != sha:
+        raise PipelineError(f"{store.uri(manifest_key(version))} reads back different from what was written")
+    return sha, True
+
+
+def resolve_version(store: Store, version: str) -> str:
+    """Turn ``latest`` into the version ``releases/latest.json`` names; other names pass through."""
+    if version != "latest":
+        return version
+    latest = read_latest(store)
+    if latest is None:
+        raise PipelineError(f"nothing is published in {store.uri('releases/')} yet (no latest.json)")
+    return str(latest["version"])
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Versions under ``releases/``: published (manifest present) and incomplete (claimed or being written)."""
+
+    published: list[str]
+    incomplete: list[str]
+
+
+def _version_dirs(store: Store) -> list[str]:
+    paginator = store.client.get_paginator("list_objects_v2")
+    root = store.key("releases/")
+    names: list[str] = []
+    try:
+        for page in paginator.paginate(Bucket=store.bucket, Prefix=root, Delimiter="/"):
+            names += [p["Prefix"][len(root) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    except (EndpointConnectionError, ConnectionClosedError) as exc:
+        raise StoreUnavailableError(f"object store unreachable while listing {store.uri('releases/')}") from exc
+    return names
+
+
+def list_versions(store: Store) -> Listing:
+    """Every version directory of the store, sorted oldest first; only manifests make a version published."""
+    published: list[str] = []
+    incomplete: list[str] = []
+    for version in sorted(_version_dirs(store), key=version_key):
+        (published if store.exists(manifest_key(version)) else incomplete).append(version)
+    return Listing(published, incomplete)
+
+
+def parent_of(store: Store, version: str) -> str | None:
+    """The newest published version that sorts before ``version`` (None for the first release)."""
+    older = [v for v in list_versions(store).published if version_key(v) < version_key(version)]
+    return older[-1] if older else None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of re-checking a published release against its manifest."""
+
+    version: str
+    files: int
+    bytes: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every file matched and nothing unlisted was found."""
+        return not self.problems
+
+
+def _unlisted(store: Store, version: str, listed: set[str]) -> list[str]:
+    prefix = release_prefix(version) + "/"
+    found = (info.key.removeprefix(prefix) for info in store.list(prefix))
+    extra = sorted(name for name in found if name not in listed and name not in UNLISTED_OK)
+    return [f"{name}: not in the manifest" for name in extra]
+
+
+def verify_release(store: Store, version: str, limit: int = 10) -> VerifyReport:
+    """Re-read every file of a published release and check it against ``manifest.json``.
+
+    Also reports objects under the release that the manifest does not list, and a ``latest.json``
+    whose manifest checksum does not match. Returns at most ``limit`` problems.
+    """
+    resolved = resolve_version(store, version)
+    if not store.exists(manifest_key(resolved)):
+        raise PipelineError(
+            f"release {resolved} is not published in {store.uri('releases/')} (no manifest.json); "
+            "`cxr releases list` shows the published versions"
+        )
+    body = store.get_bytes(manifest_key(resolved))
+    manifest = json.loads(body)
+    prefix = release_prefix(resolved)
+    files = [{**f, "path": f"{prefix}/{f['path']}"} for f in manifest["files"]]
+    problems = verify_files(store, files, limit)
+    problems += _unlisted(store, resolved, {f["path"] for f in manifest["files"]})
+    latest = read_latest(store)
+    if (
+        latest
+        and latest.get("version") == resolved
+        and latest.get("manifest_sha256") != hashlib.sha256(body).hexdigest()
+    ):
+        problems.append(f"{LATEST}: manifest sha256 differs from {manifest_key(resolved)}")
+    return VerifyReport(resolved, len(files), sum(int(f["size"]) for f in files), problems[:limit])
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:

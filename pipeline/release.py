@@ -1,13 +1,16 @@
-"""Finish a release: the files beside the data, the manifest, verification, and the pointer.
+"""Finish a release: the files beside the data, the card, verification, the manifest, and the pointer.
 
 Called once all conversion units of a run are done. Writes ``metadata.parquet`` (no pixels),
-``quarantine.parquet``, ``validation/results.json``, a wids index per split, then re-reads every file,
-writes ``manifest.json`` last and moves ``releases/latest.json``.
+``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
+``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
+last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import logging
 from typing import Any
 
@@ -15,16 +18,21 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
-from pipeline import nih, publish
+from pipeline import card, croissant, diff, nih, publish
+from pipeline.card import CardFacts
 from pipeline.config import RunConfig
 from pipeline.convert import metadata_schema, release_schema, to_record
+from pipeline.crosscheck import QUARANTINE_REASONS
 from pipeline.errors import PipelineError
 from pipeline.plan import Plan, Unit
 from pipeline.split import SPLITS
+from pipeline.stats import split_statistics
 from pipeline.storage import Store
-from pipeline.workspace import get_frame, get_json, put_json, records, release_prefix, run_prefix, table_bytes
+from pipeline.workspace import get_frame, get_json, records, release_prefix, run_prefix, table_bytes
 
 log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {"md": "text/markdown; charset=utf-8", "png": "image/png", "json": "application/json"}
 
 
 def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
@@ -39,7 +47,7 @@ def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
 
 
 def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict[str, Any]:
-    sha = store.put_bytes(rel, body)
+    sha = store.put_bytes(rel, body, content_type=CONTENT_TYPES.get(kind))
     return {
         "path": rel,
         "size": len(body),
@@ -55,7 +63,7 @@ def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> p
     frame = get_frame(store, f"{run_prefix(plan.run_id)}/plan.parquet").drop(columns=["sha256"])
     digests = pd.DataFrame([d for r in results for d in r["digests"]])
     frame = frame.merge(digests, on="image_index", how="inner")
-    rows = [{**to_record(row, b"", bool(row["converted"])), "sha256": row["sha256"]} for row in records(frame)]
+    rows = [to_record(row, row["sha256"], bool(row["converted"])) for row in records(frame)]
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
     return pa.Table.from_pylist(rows, schema=metadata_schema())
 
@@ -89,6 +97,8 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
         "counts": plan.counts,
         "images": sum(plan.counts.values()),
         "quarantined": plan.quarantined,
+        "quarantine_reasons": plan.quarantine_reasons,
+        "subset": plan.subset,
         "labels": list(nih.LABELS),
         "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
         "schema": {f.name: str(f.type) for f in release_schema()},
@@ -113,19 +123,21 @@ def _point_latest_if_behind(store: Store, plan: Plan) -> None:
         publish.move_latest(store, plan.version, hashlib.sha256(body).hexdigest(), plan.fingerprint)
 
 
-def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
-    """Write the release's side files, verify everything, write the manifest, move ``latest``.
+def _drop_claim(store: Store, plan: Plan) -> None:
+    """Remove this run's claim on its version (a claim of other content is never touched)."""
+    key = f"{release_prefix(plan.version)}/_claim.json"
+    if store.exists(key) and get_json(store, key).get("fingerprint") == plan.fingerprint:
+        store.delete(key)
 
-    Returns a small summary (version, counts, manifest URI).
-    """
-    existing = publish.read_manifest(store, plan.version)
-    if plan.unchanged or (existing and existing.get("input_fingerprint") == plan.fingerprint):
-        log.info("inputs unchanged: release %s already holds them; nothing new published", plan.version)
-        _point_latest_if_behind(store, plan)
-        store.delete_prefix(run_prefix(plan.run_id) + "/")
-        return {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
+
+def _optional_json(store: Store, rel: str) -> dict[str, Any]:
+    found: dict[str, Any] = get_json(store, rel) if store.exists(rel) else {}
+    return found
+
+
+def _data_side_files(store: Store, plan: Plan, results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], pa.Table]:
+    """Write metadata.parquet, quarantine.parquet, validation/ and the wids indexes; return their entries."""
     release, prefix = release_prefix(plan.version), run_prefix(plan.run_id)
-    results = _unit_results(store, plan)
     files = [f for r in results for f in r["files"]]
     meta = metadata_table(store, plan, results)
     files.append(_put_file(store, f"{release}/metadata.parquet", table_bytes(meta), meta.num_rows, "parquet"))
@@ -137,36 +149,136 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
         files.append(_put_file(store, f"{release}/validation/{name}", body, 0, name.rsplit(".", 1)[-1]))
     for split in SPLITS:
         index = wids_index(plan.version, split, files)
-        sha = put_json(store, f"{release}/webdataset/{split}/index.json", index)
-        body = store.get_bytes(f"{release}/webdataset/{split}/index.json")
+        body = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
         files.append(
-            {
-                "path": f"{release}/webdataset/{split}/index.json",
-                "size": len(body),
-                "sha256": sha,
-                "md5": hashlib.md5(body, usedforsecurity=False).hexdigest(),
-                "rows": len(index["shardlist"]),
-                "kind": "json",
-            }
+            _put_file(store, f"{release}/webdataset/{split}/index.json", body, len(index["shardlist"]), "json")
         )
-    problems = publish.verify_files(store, files)
+    for f in files:
+        if f["kind"] == "wds":
+            f["samples"] = f["rows"]
+    return files, meta
+
+
+def _card_facts(store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, parent: str | None) -> CardFacts:
+    prefix = run_prefix(plan.run_id)
+    validation = card.validation_summary(_optional_json(store, f"{prefix}/validation/results.json"))
+    notes = _optional_json(store, f"{prefix}/metadata_notes.json").get("notes", {})
+    quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
+    reasons = _quarantine_reasons(quarantine)
+    changes = None
+    if parent is not None:
+        parent_manifest = publish.read_manifest(store, parent) or {}
+        own = {"split_mode": plan.split_mode, "config": _split_config(cfg), "sources": plan.sources}
+        same = diff.split_settings(parent_manifest) == diff.split_settings(own)
+        new_table = pa.Table.from_pandas(meta[diff.DIFF_COLUMNS], preserve_index=False)
+        changes = diff.diff_tables(diff.read_metadata(store, parent), new_table, parent, plan.version, same)
+    return CardFacts(
+        version=plan.version,
+        parent=parent,
+        stats=split_statistics(meta),
+        quirks=card.quirk_counts(meta, plan.quarantined),
+        quarantine_reasons=reasons,
+        metadata_notes={str(k): int(v) for k, v in notes.items()},
+        validation=validation,
+        diff=changes,
+        provenance={
+            "split_mode": plan.split_mode,
+            "config": _split_config(cfg),
+            "pipeline_version": pipeline.__version__,
+            "input_fingerprint": plan.fingerprint,
+            "sources": plan.sources,
+        },
+    )
+
+
+def _quarantine_reasons(quarantine: pd.DataFrame) -> dict[str, int]:
+    """Quarantined items per reason, worded as the cross-check words its reason codes."""
+    if quarantine.empty:
+        return {}
+    column = "reason_code" if "reason_code" in quarantine.columns else "reason"
+    counts = quarantine[column].value_counts()
+    return {QUARANTINE_REASONS.get(str(code), str(code)): int(n) for code, n in counts.items()}
+
+
+def _split_config(cfg: RunConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in diff.SPLIT_SETTINGS if k != "split_mode"}
+
+
+def _describe(store: Store, plan: Plan, facts: CardFacts, meta: pd.DataFrame, files: list[dict[str, Any]]) -> None:
+    """Write the card, its plots and croissant.json; append their entries to ``files``."""
+    release = release_prefix(plan.version)
+    for rel, body in card.card_files(facts, meta).items():
+        files.append(_put_file(store, f"{release}/{rel}", body, 0, rel.rsplit(".", 1)[-1]))
+    by_path = {f["path"].removeprefix(release + "/"): f for f in files}
+    doc = croissant.build_croissant({"version": plan.version, "counts": plan.counts}, by_path, store.uri(release + "/"))
+    body = (json.dumps(doc, indent=2) + "\n").encode()
+    files.append(_put_file(store, f"{release}/croissant.json", body, 0, "json"))
+
+
+def _forget_units(store: Store, plan: Plan, results: list[dict[str, Any]], problems: list[str]) -> None:
+    """Mark the units whose files failed verification as not converted, so a rerun of the run redoes them."""
+    damaged = {problem.split(": ", 1)[0] for problem in problems}
+    for result in results:
+        if damaged & {f["path"] for f in result["files"]}:
+            log.warning(
+                "unit %s of run %s failed verification: it will be converted again", result["unit"], plan.run_id
+            )
+            store.delete(f"{run_prefix(plan.run_id)}/units/{result['unit']}.json")
+
+
+def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
+    return {
+        "parent": facts.parent,
+        "patients": {s: facts.stats[s]["patients"] for s in SPLITS},
+        "statistics": facts.stats,
+        "quirks": {**facts.quirks, "metadata_notes": facts.metadata_notes},
+        "validation": facts.validation,
+        "diff_from_parent": facts.diff.counts() if facts.diff else None,
+        "card": "README.md",
+        "croissant": "croissant.json",
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
+    """Write the release's side files, verify everything, write the manifest, move ``latest``.
+
+    The version was claimed at planning, so no other content can be written under it; nothing lists
+    the version as a release until its manifest exists. Returns a small summary (version, counts, manifest URI).
+    """
+    summary = {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
+    existing = publish.read_manifest(store, plan.version)
+    if plan.unchanged or (existing and existing.get("input_fingerprint") == plan.fingerprint):
+        log.info("inputs unchanged: release %s already holds them; nothing new published", plan.version)
+        _point_latest_if_behind(store, plan)
+        _drop_claim(store, plan)
+        store.delete_prefix(run_prefix(plan.run_id) + "/")
+        return summary
+    release = release_prefix(plan.version)
+    results = _unit_results(store, plan)
+    files, table = _data_side_files(store, plan, results)
+    meta = table.to_pandas()
+    facts = _card_facts(store, cfg, plan, meta, publish.parent_of(store, plan.version))
+    _describe(store, plan, facts, meta, files)
+    problems = publish.verify_files(store, files, limit=len(files))
     if problems:
-        raise PipelineError(f"release {plan.version} failed verification: " + "; ".join(problems))
+        _forget_units(store, plan, results, problems)
+        raise PipelineError(
+            f"release {plan.version} failed verification, nothing was published: {'; '.join(problems[:10])}; "
+            f"re-run run {plan.run_id} (its damaged units will be converted again)"
+        )
     for f in files:
         f["path"] = f["path"].removeprefix(release + "/")
-    manifest = build_manifest(cfg, plan, files, {"parent": (publish.read_latest(store) or {}).get("version")})
-    manifest_sha = publish.write_manifest(store, plan.version, manifest)
+    manifest = build_manifest(cfg, plan, files, _manifest_extra(facts))
+    manifest_sha, created = publish.write_manifest(store, plan.version, manifest)
     publish.move_latest(store, plan.version, manifest_sha, plan.fingerprint)
-    store.delete(f"{release}/_claim.json")
-    store.delete_prefix(prefix + "/")
-    log.info("published release %s: %s", plan.version, plan.counts)
-    return {
-        "version": plan.version,
-        "published": True,
-        "counts": plan.counts,
-        "quarantined": plan.quarantined,
-        "manifest": store.uri(publish.manifest_key(plan.version)),
-    }
+    _drop_claim(store, plan)
+    store.delete_prefix(run_prefix(plan.run_id) + "/")
+    if created:
+        log.info("published release %s: %s", plan.version, plan.counts)
+    else:
+        log.info("release %s was published meanwhile by another run with the same inputs", plan.version)
+    return {**summary, "published": created, "manifest": store.uri(publish.manifest_key(plan.version))}
 
 
 def plan_units(plan: Plan) -> list[Unit]:

@@ -1,17 +1,24 @@
-"""Conditional writes, version claims and the latest pointer against the real local S3 endpoint."""
+"""Publishing against the real local S3 endpoint.
+
+Conditional writes, claims and the latest pointer; then a real release republished, overwritten, raced,
+broken before publishing and tampered with after.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from pipeline import publish
+from pipeline import publish, tasks
 from pipeline.config import RunConfig, StoreConfig
-from pipeline.errors import ReleaseConflictError
+from pipeline.errors import PipelineError, ReleaseConflictError
 from pipeline.stack import StackInfo
 from pipeline.storage import ObjectExistsError, Store
+from tests.integration import releases
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +76,177 @@ def test_latest_never_moves_back_to_an_older_version(store: Store) -> None:
     assert not publish.move_latest(store, "2026.11.20", "m0", "f0")
     assert publish.read_latest(store)["version"] == "2026.11.26"  # type: ignore[index]
     assert publish.move_latest(store, "2026.11.26.2", "m2", "f2")
+
+
+# =====================================================================================================
+# A real release, published through every stage, then republished, raced, tampered with and verified
+# =====================================================================================================
+
+
+@pytest.fixture(scope="module")
+def released(s3_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    source = releases.make_source(tmp_path_factory.mktemp("publish") / "source", images=60, seed=5)
+    store = releases.new_store(s3_stack, "publish-real")
+    summary = releases.publish(store, source, "first", release="v1")
+    return {"store": store, "source": source, "summary": summary, "uri": "s3://publish-real/cxr"}
+
+
+def _consumer_env(stack: StackInfo) -> dict[str, str]:
+    return stack.consumer_env()
+
+
+def test_publish_writes_a_complete_release_with_manifest_last(released: dict[str, Any]) -> None:
+    store: Store = released["store"]
+    assert released["summary"]["published"] is True
+    manifest = publish.read_manifest(store, "v1")
+    assert manifest is not None
+    listed = {f["path"] for f in manifest["files"]}
+    for name in ("README.md", "croissant.json", "metadata.parquet", "quarantine.parquet", "card/age_histogram.png"):
+        assert name in listed
+    assert any(p.startswith("parquet/split=train/") for p in listed)
+    assert any(p.startswith("webdataset/test/") and p.endswith(".tar") for p in listed)
+    assert any(p.startswith("validation/") for p in listed)
+    assert sum(manifest["counts"].values()) == 60
+    assert all(f["samples"] == f["rows"] for f in manifest["files"] if f["kind"] == "wds")
+    assert {"parent", "validation", "patients", "sources", "config", "schema", "labels"} <= manifest.keys()
+    assert not store.exists("releases/v1/_claim.json")
+    latest = publish.read_latest(store)
+    assert latest is not None
+    assert latest["version"] == "v1"
+    assert latest["manifest_sha256"] == hashlib.sha256(store.get_bytes("releases/v1/manifest.json")).hexdigest()
+
+
+def test_cxr_verify_passes_with_read_only_credentials(released: dict[str, Any], s3_stack: StackInfo) -> None:
+    done = releases.cxr(["verify", "--store", released["uri"], "--release", "latest"], _consumer_env(s3_stack))
+    assert done.returncode == 0, done.stderr
+    assert "release v1:" in done.stdout
+    assert "match the manifest" in done.stdout
+
+
+def test_republishing_the_same_content_is_a_no_op(released: dict[str, Any]) -> None:
+    store: Store = released["store"]
+    manifest_before = store.get_bytes("releases/v1/manifest.json")
+    latest_before = store.get_bytes(publish.LATEST)
+    again = releases.publish(store, released["source"], "again", release="v1")
+    assert again["published"] is False
+    assert again["version"] == "v1"
+    assert store.get_bytes("releases/v1/manifest.json") == manifest_before
+    assert store.get_bytes(publish.LATEST) == latest_before
+    assert not list(store.list("runs/again/"))
+
+
+def test_publishing_other_content_under_a_published_version_is_refused(released: dict[str, Any]) -> None:
+    store: Store = released["store"]
+    manifest_before = store.get_bytes("releases/v1/manifest.json")
+    with pytest.raises(ReleaseConflictError, match="release v1 already exists"):
+        releases.publish(store, released["source"], "other-seed", release="v1", seed=9)
+    assert store.get_bytes("releases/v1/manifest.json") == manifest_before
+    assert publish.verify_release(store, "v1").ok
+
+
+def _race(cfg: RunConfig, shards: list[dict[str, Any]], curated: dict[str, Any]) -> str:
+    """Plan (claim), convert and publish one run; return ``published``, ``no-op`` or the refusal."""
+    try:
+        for unit in tasks.plan_release(cfg, shards, curated):
+            tasks.convert_unit(cfg, unit)
+        return "published" if tasks.publish_release(cfg)["published"] else "no-op"
+    except ReleaseConflictError as exc:
+        return str(exc)
+
+
+def test_two_publishers_racing_for_one_version_have_exactly_one_winner(released: dict[str, Any]) -> None:
+    store: Store = released["store"]
+    cfgs = [
+        releases.run_config(store, released["source"], f"racer-{seed}", release="race", seed=seed) for seed in (1, 2)
+    ]
+    prepared = []
+    for cfg in cfgs:  # extract and curate first, so that the two runs race through claim, convert and publish
+        shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
+        prepared.append((cfg, shards, tasks.curate_metadata(cfg)))
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda args: _race(*args), prepared))
+    assert outcomes.count("published") == 1, outcomes
+    refusal = next(o for o in outcomes if o != "published")
+    assert "release race already exists (or is being published) with different content" in refusal
+    assert publish.verify_release(store, "race").ok
+    winner = outcomes.index("published") + 1
+    assert publish.read_manifest(store, "race")["config"]["seed"] == winner  # type: ignore[index]
+
+
+def test_concurrent_manifest_writes_create_exactly_once(store: Store) -> None:
+    def write(version_and_fingerprint: tuple[str, str]) -> str:
+        version, fingerprint = version_and_fingerprint
+        try:
+            _sha, created = publish.write_manifest(store, version, {"input_fingerprint": fingerprint})
+            return "created" if created else "no-op"
+        except ReleaseConflictError:
+            return "refused"
+
+    with ThreadPoolExecutor(6) as pool:
+        same = list(pool.map(write, [("m", "same")] * 6))
+        other = list(pool.map(write, [("n", f"other-{i}") for i in range(6)]))
+    assert sorted(same) == ["created"] + ["no-op"] * 5
+    assert sorted(other) == ["created"] + ["refused"] * 5
+
+
+def test_a_publish_that_fails_verification_leaves_latest_alone_and_a_rerun_repairs_it(released: dict[str, Any]) -> None:
+    store: Store = released["store"]
+    cfg = releases.run_config(store, released["source"], "broken-run", release="broken", seed=3)
+    shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
+    for unit in tasks.plan_release(cfg, shards, tasks.curate_metadata(cfg)):
+        tasks.convert_unit(cfg, unit)
+    latest_before = store.get_bytes(publish.LATEST)
+    shard = next(i.key for i in store.list("releases/broken/webdataset/") if i.key.endswith(".tar"))
+    store.put_bytes(shard, b"not the shard that was converted")
+    with pytest.raises(PipelineError, match=r"release broken failed verification, nothing was published: .*\.tar"):
+        tasks.publish_release(cfg)
+    assert store.get_bytes(publish.LATEST) == latest_before
+    assert not store.exists("releases/broken/manifest.json")
+    listing = publish.list_versions(store)
+    assert "broken" in listing.incomplete
+    assert "broken" not in listing.published
+    rerun = tasks.run_all(cfg)  # the same run again: the damaged unit is converted again, then published
+    assert rerun["published"] is True
+    assert publish.verify_release(store, "broken").ok
+
+
+def test_cxr_verify_names_tampered_missing_and_unlisted_objects(released: dict[str, Any], s3_stack: StackInfo) -> None:
+    store: Store = released["store"]
+    manifest = publish.read_manifest(store, "v1")
+    assert manifest is not None
+    part = next(f["path"] for f in manifest["files"] if f["path"].startswith("parquet/split=train/"))
+    card = "card/label_prevalence.png"
+    originals = {part: store.get_bytes(f"releases/v1/{part}"), card: store.get_bytes(f"releases/v1/{card}")}
+    try:
+        body = bytearray(originals[part])
+        body[len(body) // 2] ^= 0xFF  # same size, one byte flipped
+        store.put_bytes(f"releases/v1/{part}", bytes(body))
+        store.delete(f"releases/v1/{card}")
+        store.put_bytes("releases/v1/extra.txt", b"slipped in")
+        done = releases.cxr(["verify", "--store", released["uri"], "--release", "v1"], _consumer_env(s3_stack))
+        assert done.returncode == 1
+        assert "FAILED verification" in done.stdout
+        assert f"{part}: sha256 differs from the manifest" in done.stdout
+        assert f"{card}: missing" in done.stdout
+        assert "extra.txt: not in the manifest" in done.stdout
+    finally:
+        for path, original in originals.items():
+            store.put_bytes(f"releases/v1/{path}", original)
+        store.delete("releases/v1/extra.txt")
+    assert publish.verify_release(store, "v1").ok
+
+
+def test_releases_list_hides_incomplete_versions_unless_asked(released: dict[str, Any], s3_stack: StackInfo) -> None:
+    store: Store = released["store"]
+    publish.claim_version(store, releases.run_config(store, released["source"], "claimer", release="pending"), "fp")
+    env = _consumer_env(s3_stack)
+    plain = releases.cxr(["releases", "list", "--store", released["uri"]], env)
+    assert plain.returncode == 0, plain.stderr
+    assert "v1" in plain.stdout
+    assert "pending" not in plain.stdout
+    flagged = releases.cxr(["releases", "list", "--store", released["uri"], "--incomplete"], env)
+    assert "incomplete (claimed or being written, not releases): " in flagged.stdout
+    assert "pending" in flagged.stdout.split("incomplete")[-1]
+    shown = releases.cxr(["releases", "show", "pending", "--store", released["uri"]], env)
+    assert shown.returncode == 1
+    assert "release pending is not published" in shown.stdout
