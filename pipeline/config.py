@@ -5,8 +5,13 @@ Environment variables (all optional; command-line options and DAG params overrid
 - ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``:
   the object store, as every AWS tool reads them.
 - ``CXR_STORE``: default store URI (``s3://bucket/prefix``).
-- ``CXR_SOURCE``: default source location.
+- ``CXR_SOURCE``: default source location (a directory, ``s3://bucket/prefix`` or ``http(s)://`` base URL).
+- ``CXR_SOURCE_ENDPOINT_URL``: endpoint of an ``s3://`` source when it is not the store's endpoint
+  (its keys are the same ``AWS_*`` variables).
 - ``CXR_UPLOAD_WORKERS``: concurrent uploads per task (default 16).
+- ``CXR_STORE_CONN_ID``: id of the Airflow connection (AWS type, ``endpoint_url`` in its extra) that holds
+  the store's endpoint and keys in a deployment (default ``cxr_store``); DAG tasks look it up at run time
+  and fall back to the ``AWS_*`` variables when it does not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from typing import Literal
 SplitMode = Literal["auto", "official", "patient-hash"]
 SPLIT_MODES: tuple[str, ...] = ("auto", "official", "patient-hash")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+DEFAULT_STORE_CONN_ID = "cxr_store"
+
+
+def store_conn_id(explicit: str | None = None) -> str:
+    """The Airflow connection id of the store: ``explicit``, else ``$CXR_STORE_CONN_ID``, else ``cxr_store``."""
+    return explicit or os.environ.get("CXR_STORE_CONN_ID") or DEFAULT_STORE_CONN_ID
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,12 @@ class StoreConfig:
         )
 
 
+def source_store_config(uri: str) -> StoreConfig:
+    """How to reach an ``s3://`` source: the store's ``AWS_*`` settings, ``CXR_SOURCE_ENDPOINT_URL`` first."""
+    base = StoreConfig.from_env(uri)
+    return replace(base, endpoint_url=os.environ.get("CXR_SOURCE_ENDPOINT_URL") or base.endpoint_url)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One pipeline run: what to read, where to publish, and how to split."""
@@ -61,6 +78,9 @@ class RunConfig:
     test_fraction: float = 0.2
     shards: tuple[str, ...] | None = None
     force: bool = False
+    dry_run: bool = False  # discover, extract, curate and plan; claim and publish nothing
+    data_entry: str | None = None  # which metadata file when several are present (default: the v2020 one)
+    checksums: str | None = None  # md5 list (path, URI or a file name in the source); default: auto-detected
     run_id: str = field(default_factory=lambda: "manual-" + uuid.uuid4().hex[:12])
     upload_workers: int = field(default_factory=lambda: int(os.environ.get("CXR_UPLOAD_WORKERS", "16")))
     shard_target_bytes: int = 1 << 30

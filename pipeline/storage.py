@@ -54,11 +54,6 @@ def parse_store_uri(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
-def sha256_b64(data: bytes) -> str:
-    """Return the base64 SHA-256 that S3 expects in ``ChecksumSHA256``."""
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
 @functools.lru_cache(maxsize=16)
 def make_client(config: StoreConfig, max_pool: int = 32) -> S3Client:
     """Create (once per configuration and process) a boto3 S3 client with retries, timeouts and path-style
@@ -125,13 +120,23 @@ class Store:
             log.info("creating bucket %s", self.bucket)
             self._call(f"creating bucket {self.bucket}", self.client.create_bucket)
 
-    def put_bytes(self, rel: str, data: bytes, *, if_absent: bool = False, content_type: str | None = None) -> str:
+    def put_bytes(
+        self,
+        rel: str,
+        data: bytes,
+        *,
+        if_absent: bool = False,
+        content_type: str | None = None,
+        sha256: bytes | None = None,
+    ) -> str:
         """Upload ``data`` with its SHA-256 checksum; return the hex SHA-256.
 
         With ``if_absent`` the write only succeeds when the key does not exist yet,
-        otherwise :class:`ObjectExistsError` is raised.
+        otherwise :class:`ObjectExistsError` is raised. Pass ``sha256`` (the raw digest) when the
+        caller has hashed the bytes already, so they are not hashed again.
         """
-        extra: dict[str, Any] = {"ChecksumSHA256": sha256_b64(data)}
+        digest = sha256 or hashlib.sha256(data).digest()
+        extra: dict[str, Any] = {"ChecksumSHA256": base64.b64encode(digest).decode()}
         if if_absent:
             extra["IfNoneMatch"] = "*"
         if content_type:
@@ -142,7 +147,7 @@ class Store:
             if if_absent and _code(exc) in _PRECONDITION_CODES:
                 raise ObjectExistsError(self.uri(rel)) from exc
             raise
-        return hashlib.sha256(data).hexdigest()
+        return digest.hex()
 
     def put_file(self, rel: str, path: Path, content_type: str | None = None) -> None:
         """Upload a local file (multipart when large)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import random
 import tarfile
 import zipfile
 
@@ -58,7 +60,7 @@ def test_tar_links_are_reported_and_regular_members_stream() -> None:
 
 def test_member_over_the_limit_is_refused_without_reading_it_whole() -> None:
     bomb = _zip({"images/00000001_000.png": b"\0" * (2 << 20)})
-    (member,) = archives.iter_zip(bomb, "images_001.zip", max_member=1 << 20)
+    (member,) = archives.iter_zip(bomb, "images_001.zip", archives.Limits(member_bytes=1 << 20))
     assert member.data is None
     assert "larger than" in (member.problem or "")
 
@@ -66,7 +68,7 @@ def test_member_over_the_limit_is_refused_without_reading_it_whole() -> None:
 def test_archive_total_over_the_limit_stops_the_archive() -> None:
     many = _zip({f"images/0000000{i}_000.png": b"\0" * 4096 for i in range(1, 6)})
     with pytest.raises(BadDataError, match=r"images_001\.zip: uncompressed content exceeds"):
-        list(archives.iter_zip(many, "images_001.zip", max_total=10_000))
+        list(archives.iter_zip(many, "images_001.zip", archives.Limits(archive_bytes=10_000)))
 
 
 def test_not_an_archive_fails_naming_the_file() -> None:
@@ -84,3 +86,116 @@ def test_zip_crc_error_is_a_member_problem() -> None:
     (member,) = archives.iter_zip(io.BytesIO(bytes(raw)), "images_001.zip")
     assert member.data is None
     assert "Bad CRC-32" in (member.problem or "")
+
+
+def test_zip_member_that_lies_about_its_size_stops_at_the_limit() -> None:
+    buf = _zip({"images/00000001_000.png": b"\0" * (3 << 20)})
+    raw = bytearray(buf.getvalue())
+    # Rewrite the declared uncompressed size (local header and central directory) to 100 bytes.
+    for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        pos = raw.find(sig)
+        raw[pos + at : pos + at + 4] = (100).to_bytes(4, "little")
+    (member,) = archives.iter_zip(io.BytesIO(bytes(raw)), "images_001.zip", archives.Limits(member_bytes=1 << 20))
+    assert member.data is None
+    assert member.problem is not None
+
+
+def test_too_many_members_stop_the_archive() -> None:
+    many = _zip({f"images/0000000{i}_000.png": PNG for i in range(1, 6)})
+    with pytest.raises(BadDataError, match=r"images_001\.zip: more than 3 members"):
+        list(archives.iter_zip(many, "images_001.zip", archives.Limits(members=3)))
+
+
+def test_tar_device_and_fifo_members_are_reported() -> None:
+    fifo = tarfile.TarInfo("images/00000001_000.png")
+    fifo.type = tarfile.FIFOTYPE
+    dev = tarfile.TarInfo("images/00000001_001.png")
+    dev.type = tarfile.CHRTYPE
+    got = list(archives.iter_tar(_tar([fifo, dev], {}), "images_01.tar.gz"))
+    assert {m.problem for m in got} == {"not a regular file (device, fifo or other special member)"}
+
+
+def test_tar_oversized_member_counts_against_the_archive_budget() -> None:
+    big = tarfile.TarInfo("images/00000001_000.png")
+    big.size = 4096
+    limits = archives.Limits(member_bytes=1024, archive_bytes=2048)
+    with pytest.raises(BadDataError, match="uncompressed content exceeds 2048 bytes"):
+        list(archives.iter_tar(_tar([big], {big.name: b"\0" * 4096}), "images_01.tar.gz", limits))
+
+
+def _tar_bytes(names: list[str], size: int) -> bytes:
+    infos = []
+    for name in names:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        infos.append(info)
+    rng = random.Random(7)  # incompressible, like PNG data
+    return _tar(infos, {n: rng.randbytes(size) for n in names}).getvalue()
+
+
+def test_truncated_tar_keeps_the_members_before_the_break() -> None:
+    names = [f"images/0000000{i}_000.png" for i in range(1, 5)]
+    whole = _tar_bytes(names, 20_000)
+    got = list(archives.iter_tar(io.BytesIO(whole[: len(whole) // 2]), "images_01.tar.gz"))
+    good = [m for m in got if m.data is not None]
+    assert good
+    assert [m.path for m in good] == names[: len(good)]
+    assert got[-1].data is None
+    assert "truncated" in (got[-1].problem or "")
+
+
+def test_empty_archives_yield_nothing() -> None:
+    assert list(archives.iter_zip(_zip({}), "images_001.zip")) == []
+    assert list(archives.iter_tar(_tar([], {}), "images_01.tar.gz")) == []
+
+
+def test_zero_byte_file_is_not_an_archive() -> None:
+    for name in ("images_001.zip", "images_01.tar.gz"):
+        with pytest.raises(BadDataError, match=name.replace(".", r"\.") + " is not a readable"):
+            list(archives.iter_members(io.BytesIO(b""), name))
+
+
+def test_backslash_and_nul_paths_are_unsafe() -> None:
+    assert archives.unsafe_path("..\\..\\00000001_000.png") == "member path escapes the archive root ('..')"
+    assert archives.unsafe_path("C:/x/00000001_000.png") == "absolute member path"
+    assert archives.unsafe_path("a/b/c/00000001_000.png") is None
+
+
+def test_corrupt_gzip_trailer_is_reported_after_the_members() -> None:
+    names = [f"images/0000000{i}_000.png" for i in range(1, 3)]
+    raw = bytearray(_tar_bytes(names, 5_000))
+    raw[-8] ^= 0xFF  # the gzip CRC-32 of the uncompressed data
+    got = list(archives.iter_tar(io.BytesIO(bytes(raw)), "images_01.tar.gz"))
+    assert [m.path for m in got if m.data is not None] == names
+    assert got[-1].path == names[-1] + "#after"
+    assert "CRC" in (got[-1].problem or "")
+
+
+def test_damaged_header_mid_archive_is_not_taken_for_the_end() -> None:
+    names = [f"images/0000000{i}_000.png" for i in range(1, 4)]
+    buf = io.BytesIO()
+    rng = random.Random(3)
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 1024
+            tf.addfile(info, io.BytesIO(rng.randbytes(1024)))
+    plain = bytearray(buf.getvalue())
+    second_header = 512 + 1024
+    plain[second_header + 148 : second_header + 156] = b"garbage!"  # header checksum field
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb") as gz:
+        gz.write(bytes(plain))
+    got = list(archives.iter_tar(io.BytesIO(packed.getvalue()), "images_01.tar.gz"))
+    assert [m.path for m in got if m.data is not None] == names[:1]
+    assert "damaged member header" in (got[-1].problem or "")
+
+
+def test_tar_gz_name_holding_a_plain_or_bzip2_tar_is_still_read() -> None:
+    import bz2
+
+    names = [f"images/0000000{i}_000.png" for i in range(1, 3)]
+    plain = gzip.decompress(_tar_bytes(names, 3000))
+    for data in (plain, bz2.compress(plain)):
+        got = list(archives.iter_tar(io.BytesIO(data), "images_01.tar.gz"))
+        assert [m.path for m in got if m.data is not None] == names
