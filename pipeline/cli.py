@@ -56,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "force": args.force,
         "data_entry": args.data_entry,
         "checksums": args.checksums,
+        "variant_size": args.variant_size,
     }
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
     summary = tasks.run_all(cfg)
@@ -147,6 +148,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     p.add_argument("--data-entry", help="metadata file when several are present: 2017, v2020 (default) or a file name")
     p.add_argument("--checksums", help="md5 list to verify against (path, URI or file name in the source)")
+    p.add_argument(
+        "--variant-size",
+        type=int,
+        default=256,
+        help="long side of the downsized PNG stored beside each image (0 = none)",
+    )
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
