@@ -152,7 +152,7 @@ def _add_run(sub: Any) -> None:
         "--variant-size",
         type=int,
         default=256,
-        help="long side of the downsized PNG stored beside each image (0 = none)",
+        help="long side of the downsized PNG copy (0 = none)",
     )
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
