@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,6 +37,19 @@ def s3_client(s3_stack: StackInfo) -> S3Client:
 def s3_consumer_client(s3_stack: StackInfo) -> S3Client:
     """A signed boto3 S3 client for the read/list-only ``consumer`` identity."""
     return make_client(s3_stack, consumer=True)
+
+
+@pytest.fixture(scope="session")
+def s3_fs(s3_stack: StackInfo) -> Any:
+    """A pyarrow S3 filesystem on the local endpoint (pyarrow ignores AWS_ENDPOINT_URL: pass it)."""
+    import pyarrow.fs as pafs
+
+    return pafs.S3FileSystem(
+        endpoint_override=s3_stack.endpoint_url,
+        access_key=s3_stack.access_key_id,
+        secret_key=s3_stack.secret_access_key,
+        region=s3_stack.region,
+    )
 
 
 @pytest.fixture

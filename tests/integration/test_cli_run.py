@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pytest
 
 from pipeline.stack import StackInfo
@@ -39,15 +38,6 @@ def first_run(source: Path, s3_stack: StackInfo) -> subprocess.CompletedProcess[
     return cxr(["run", "--source", str(source), "--store", "s3://cli-run/x", "--release", "v1"], s3_stack)
 
 
-def _fs(stack: StackInfo) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(
-        endpoint_override=stack.endpoint_url,
-        access_key=stack.access_key_id,
-        secret_key=stack.secret_access_key,
-        region="us-east-1",
-    )
-
-
 def _source_images(source: Path) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for archive in sorted(source.glob("images_*.zip")):
@@ -64,9 +54,9 @@ def test_run_prints_version_and_counts(first_run: subprocess.CompletedProcess[st
     assert sum(counts.values()) == 48
 
 
-def test_published_images_are_the_source_bytes(first_run: Any, source: Path, s3_stack: StackInfo) -> None:
+def test_published_images_are_the_source_bytes(first_run: Any, source: Path, s3_fs: Any) -> None:
     table = ds.dataset(
-        "cli-run/x/releases/v1/parquet", filesystem=_fs(s3_stack), format="parquet", partitioning="hive"
+        "cli-run/x/releases/v1/parquet", filesystem=s3_fs, format="parquet", partitioning="hive"
     ).to_table(columns=["image_index", "image", "sha256"])
     published = dict(zip(table["image_index"].to_pylist(), table["image"].to_pylist(), strict=True))
     assert published == _source_images(source)

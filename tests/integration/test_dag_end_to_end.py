@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 import pytest
 
 from pipeline.stack import StackInfo
@@ -44,24 +43,13 @@ def dag_run(airflow_db: None, aws_env: None, synthetic_source: Path, s3_client: 
     return {"state": str(run.state), "source": synthetic_source}
 
 
-def _fs(stack: StackInfo) -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(
-        endpoint_override=stack.endpoint_url,
-        access_key=stack.access_key_id,
-        secret_key=stack.secret_access_key,
-        region="us-east-1",
-    )
-
-
 def test_dag_run_succeeds(dag_run: dict[str, Any]) -> None:
     assert dag_run["state"].endswith("success")
 
 
-def test_release_has_every_synthetic_image_once_with_patient_level_splits(
-    dag_run: dict[str, Any], s3_stack: StackInfo
-) -> None:
+def test_release_has_every_synthetic_image_once_with_patient_level_splits(dag_run: dict[str, Any], s3_fs: Any) -> None:
     table = ds.dataset(
-        "e2e/cxr/releases/2026.11.26/parquet", filesystem=_fs(s3_stack), format="parquet", partitioning="hive"
+        "e2e/cxr/releases/2026.11.26/parquet", filesystem=s3_fs, format="parquet", partitioning="hive"
     ).to_table(columns=["image_id", "patient_id", "labels", "split", "image"])
     assert table.num_rows == IMAGES
     frame = table.to_pandas()
