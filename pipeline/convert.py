@@ -12,19 +12,16 @@ Unit results (files with size, sha256, md5, rows) go to ``runs/<run>/units/<unit
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import multiprocessing
 import os
 import tarfile
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import images, nih
+from pipeline import faults, images, nih
 from pipeline.config import RunConfig
+from pipeline.multipart import MultipartWriter, Uploaded
 from pipeline.plan import Plan, Unit
 from pipeline.progress import Progress
 from pipeline.storage import Store
@@ -217,18 +215,21 @@ def write_sample(tar: tarfile.TarFile, sample: Sample) -> None:
 
 
 class ParquetParts:
-    """Writes rows into Parquet files of bounded size with row groups of bounded bytes."""
+    """Streams rows into Parquet files of bounded size, with row groups of bounded bytes, each file uploaded
+    to the store while it is written (a multipart upload)."""
 
-    def __init__(self, directory: Path, stem: str, cfg: RunConfig) -> None:
-        self.directory, self.stem, self.cfg = directory, stem, cfg
+    def __init__(self, store: Store, prefix: str, stem: str, cfg: RunConfig) -> None:
+        self.store, self.prefix, self.stem, self.cfg = store, prefix, stem, cfg
         self.schema = release_schema()
-        self.paths: list[Path] = []
-        self.rows: list[list[dict[str, Any]]] = []
+        self.files: list[dict[str, Any]] = []
         self._batch: list[dict[str, Any]] = []
-        self._batch_bytes = self._file_bytes = 0
+        self._batch_bytes = self._file_bytes = self._rows = 0
+        self._sink: MultipartWriter | None = None
+        self._file: pa.PythonFile | None = None
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, sample: Sample) -> None:
+        """Queue one row; a full row group is written out."""
         self._batch.append({**sample.record, "image": sample.png, "image_small": sample.small})
         self._batch_bytes += len(sample.png) + len(sample.small or b"")
         if self._batch_bytes >= self.cfg.row_group_bytes:
@@ -241,38 +242,64 @@ class ParquetParts:
             self._open()
         assert self._writer is not None
         self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema), row_group_size=len(self._batch))
-        self.rows[-1].extend({"image_index": r["image_index"]} for r in self._batch)
         self._file_bytes += self._batch_bytes
+        self._rows += len(self._batch)
         self._batch, self._batch_bytes = [], 0
 
     def _open(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        path = self.directory / f"{self.stem}-{len(self.paths):02d}.parquet"
-        self._writer = pq.ParquetWriter(path, self.schema, compression="none", write_statistics=True)
-        self.paths.append(path)
-        self.rows.append([])
-        self._file_bytes = 0
+        self._close_file()
+        rel = f"{self.prefix}/{self.stem}-{len(self.files):02d}.parquet"
+        self._sink = MultipartWriter(self.store, rel)
+        self._file = pa.PythonFile(self._sink, mode="w")
+        self._writer = pq.ParquetWriter(self._file, self.schema, compression="none", write_statistics=True)
+        self._file_bytes = self._rows = 0
+
+    def _close_file(self) -> None:
+        if self._writer is None or self._sink is None or self._file is None:
+            return
+        self._writer.close()
+        self.files.append(_entry(self._sink.finish(), self._rows, "parquet"))
+        self._file.close()
+        self._writer = self._sink = self._file = None
 
     def close(self) -> None:
+        """Write the last row group and complete the last file."""
         self._flush()
-        if self._writer is not None:
-            self._writer.close()
+        self._close_file()
+
+    def abort(self) -> None:
+        """Abort the file being written (completed files stay; a rerun rewrites them)."""
+        if self._sink is not None:
+            self._sink.abort()
 
 
-def _digests(path: Path) -> tuple[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-    return sha.hexdigest(), md5.hexdigest()
+def _entry(done: Uploaded, count: int, kind: str) -> dict[str, Any]:
+    return {"path": done.rel, "size": done.size, "sha256": done.sha256, "md5": done.md5, "rows": count, "kind": kind}
 
 
-def _upload(store: Store, rel: str, path: Path, count: int, kind: str) -> dict[str, Any]:
-    sha, md5 = _digests(path)
-    store.put_file(rel, path)
-    return {"path": rel, "size": path.stat().st_size, "sha256": sha, "md5": md5, "rows": count, "kind": kind}
+def _write_unit(
+    store: Store, cfg: RunConfig, unit: Unit, rows: list[dict[str, Any]], release: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stream one unit's samples into its tar shard and Parquet file(s); return (files, per-image digests)."""
+    progress = Progress(f"convert {unit.name}", len(rows), log)
+    parts = ParquetParts(store, f"{release}/parquet/split={unit.split}", unit.name, cfg)
+    digests: list[dict[str, Any]] = []
+    try:
+        with MultipartWriter(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar") as tar_sink:
+            with tarfile.open(fileobj=tar_sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for sample in _fetch(store, rows, cfg):
+                    write_sample(tar, sample)
+                    parts.add(sample)
+                    digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
+                    progress.advance()
+                    faults.point("convert.sample")
+            parts.close()
+    except BaseException:
+        parts.abort()
+        raise
+    progress.finish()
+    assert tar_sink.result is not None
+    return [_entry(tar_sink.result, len(rows), "wds"), *parts.files], digests
 
 
 def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[str, Any]:
@@ -285,22 +312,7 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
         return {k: v for k, v in result.items() if k != "digests"}
     frame = get_frame(store, f"{prefix}/plan.parquet")
     rows = records(frame[(frame["split"] == unit.split) & (frame["unit"] == unit.index)])
-    progress = Progress(f"convert {unit.name}", len(rows), log)
-    digests: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="cxr-convert-") as tmp:
-        tar_path, parts = Path(tmp) / f"{unit.name}.tar", ParquetParts(Path(tmp), unit.name, cfg)
-        with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in _fetch(store, rows, cfg):
-                write_sample(tar, sample)
-                parts.add(sample)
-                digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
-                progress.advance()
-        parts.close()
-        files = [_upload(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar", tar_path, len(rows), "wds")]
-        for path, part_rows in zip(parts.paths, parts.rows, strict=True):
-            rel = f"{release}/parquet/split={unit.split}/{path.name}"
-            files.append(_upload(store, rel, path, len(part_rows), "parquet"))
-    progress.finish()
+    files, digests = _write_unit(store, cfg, unit, rows, release)
     result = {"unit": unit.name, "split": unit.split, "images": len(rows), "files": files, "digests": digests}
     put_json(store, done_key, result)
     return {k: v for k, v in result.items() if k != "digests"}

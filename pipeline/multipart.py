@@ -116,15 +116,30 @@ class MultipartWriter(io.RawIOBase):
             )
             log.warning("aborted the upload of %s", self.store.uri(self.rel))
 
+    def finish(self) -> Uploaded:
+        """Send what is left and complete the object; return its size and digests."""
+        try:
+            self._finish()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        assert self.result is not None
+        return self.result
+
+    def abort(self) -> None:
+        """Give up: abort the multipart upload so nothing appears under the key."""
+        try:
+            self._abort()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self) -> MultipartWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if kind is None:
-                self._finish()
+                self.finish()
             else:
-                self._abort()
+                self.abort()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
             super().close()
