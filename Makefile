@@ -58,3 +58,16 @@ bench: $(STAMP)  ## run the benchmarks (ratios measured side by side)
 clean:  ## remove .venv and the demo workspace (stops the demo's S3 endpoint first)
 	-@[ -x $(BIN)/cxr ] && $(BIN)/cxr stack down --dir .cxr/stack
 	rm -rf $(VENV) .cxr .pytest_cache .mypy_cache .ruff_cache
+
+# --- Airflow on this machine (see the README's "Operations guide") --------------------------------------
+.PHONY: scheduler celery docker-lint
+AIRFLOW_PORT ?= 8780
+
+scheduler: $(STAMP)  ## Airflow (LocalExecutor, SQLite) on 127.0.0.1:8780 (AIRFLOW_PORT=...) against the demo store
+	$(BIN)/python -m pipeline.airflow_local --executor local --port $(AIRFLOW_PORT)
+
+celery: $(STAMP)  ## the same on CeleryExecutor: local PostgreSQL + Redis, two worker processes
+	$(BIN)/python -m pipeline.airflow_local --executor celery --workers 2 --port $(AIRFLOW_PORT)
+
+docker-lint: $(STAMP)  ## hadolint docker/Dockerfile
+	$(BIN)/hadolint docker/Dockerfile

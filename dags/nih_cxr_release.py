@@ -6,25 +6,45 @@ validated, ML-ready release on S3-compatible object storage:
 
 `discover` → `extract_shard` (one mapped task per image archive) → `curate_metadata`
 (normalise + Great Expectations) → `plan_release` (patient-level splits, version, units) →
-`convert_unit` (mapped: Parquet + WebDataset) → `publish_release` (manifest last, then `latest`).
+`stop_if_dry_run` → `convert_unit` (mapped: Parquet + WebDataset) → `publish_release`
+(manifest last, then `latest`; emits an asset event through the alias `nih_cxr_releases`).
 
-**Params**: `source` (directory; default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`; default
-`$CXR_STORE`), `release` (version override; default the logical date `YYYY.MM.DD`), `split_mode`,
-`seed`, `shards` (subset), `variant_size` (downsized copy, 0 = none), `force`.
-Credentials come from the environment (`AWS_*`), never from params.
+**Schedule**: nightly at 02:00 UTC, `catchup=False`. A run's version is its logical date `YYYY.MM.DD`
+(`.2`, `.3`... for a second, different release that day). **Unchanged inputs publish nothing new**: the
+run skips unchanged archives, converts nothing and reports the release that already holds them.
 
-Bad data fails at once without retries; an unreachable store is retried with back-off.
-Unchanged inputs publish nothing new.
+**Params** (trigger form): `source` (default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`, default
+`$CXR_STORE`), `release` (version override), `split_mode` and `seed`, `shards` (subset of archives),
+`variant_size` (downsized PNG, 0 = none), `dry_run` (plan only: nothing claimed or published),
+`force` (rebuild although unchanged), `store_conn_id` (Airflow connection with the store's endpoint and keys).
+
+**Credentials**: the AWS-type connection `cxr_store` (`endpoint_url` in its extra), looked up when a task
+runs; without it the `AWS_*` environment variables apply. Never in params, logs, XCom or the manifest.
+
+**Backfill** (Airflow 3 backfills: UI, `airflow backfill create`, `POST /api/v2/backfills`, use
+max active runs 1): each date builds version `YYYY.MM.DD` of that date from the source *as it is now*;
+dates whose inputs a published release already holds publish nothing and report that release's version;
+`latest` never moves back to an older version.
+
+**Failures**: bad data or parameters fail at once without retries; an unreachable store is retried with
+exponential back-off. The run's summary (version, counts, or the failed task and why) is logged by the
+DAG's callbacks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, TriggerRule, dag, get_current_context, task
+
+log = logging.getLogger(__name__)
+
+RELEASES = AssetAlias("nih_cxr_releases")
+VERSION_PATTERN = "^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
@@ -32,64 +52,158 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": dt.timedelta(seconds=20),
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=10),
-    "execution_timeout": dt.timedelta(hours=3),
+    "execution_timeout": dt.timedelta(hours=1),
 }
+
+
+def _connection_fields(conn_id: str) -> dict[str, Any] | None:
+    """The store connection's fields, looked up at run time; None when the connection does not exist."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return {"login": conn.login, "password": conn.password, "extra": conn.extra_dejson}
 
 
 def _run(stage: str, *args: Any) -> Any:
     """Call one `pipeline.tasks` function with the run's config; bad data fails without retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import tasks
+    from pipeline import config, connections, tasks
     from pipeline.errors import PipelineError
 
     ctx = get_current_context()
+    params = dict(ctx["params"])
     logical = ctx.get("logical_date") or ctx["dag_run"].run_after
     try:
-        cfg = tasks.config_from_params(dict(ctx["params"]), ctx["run_id"], logical.isoformat() if logical else None)
+        conn_id = config.store_conn_id(params.get("store_conn_id"))
+        fields = _connection_fields(conn_id)
+        cfg = tasks.config_from_params(params, ctx["run_id"], logical.isoformat() if logical else None, fields)
+        origin = f"connection {conn_id!r}" if fields is not None else "the AWS_* environment"
+        log.info("store %s, settings from %s", connections.describe(cfg.store), origin)
         return getattr(tasks, stage)(cfg, *args)
     except PipelineError as exc:
+        _record_error(ctx, exc)
         if exc.retryable:
             raise
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
     except ValueError as exc:
+        _record_error(ctx, exc)
         raise AirflowFailException(f"bad parameters or data: {exc}") from exc
+    except Exception as exc:
+        _record_error(ctx, exc)
+        raise
 
 
-@task
+def _record_error(ctx: Any, exc: BaseException) -> None:
+    """Keep the reason for the run's failure summary (error messages carry no credentials)."""
+    try:
+        ctx["ti"].xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:2000])
+    except Exception:  # the summary loses its reason; the task's own error must still surface
+        log.warning("could not keep the error for the run summary", exc_info=True)
+
+
+def _summarise(context: Any) -> None:
+    """DAG callback: log one paragraph on how the run ended (runs in the dag-processor)."""
+    from pipeline import tasks
+
+    ti, reason = context.get("ti"), str(context.get("reason") or "")
+    outcome: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    if reason != "success":
+        failure = {"reason": f"the run {reason.replace('_', ' ')}"}
+        if ti is not None:
+            error = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index, key="error")
+            failure = {"task": ti.task_id, "map_index": ti.map_index, "try_number": ti.try_number}
+            failure["reason"] = error or f"{reason.replace('_', ' ')} (see the task's log)"
+    elif ti is not None:
+        outcome = ti.xcom_pull(task_ids="publish_release") or ti.xcom_pull(task_ids="plan_release", key="plan")
+    log.info("%s", tasks.run_summary(context["dag"].dag_id, context["run_id"], outcome, failure))
+
+
+@task(execution_timeout=dt.timedelta(minutes=15))
 def discover() -> list[dict[str, Any]]:
-    """Find the image archives in the source; one mapped extract task follows per archive."""
+    """
+    #### discover
+    Lists the image archives and metadata files in the source (and creates the store's bucket if
+    needed). One `extract_shard` task is mapped per archive; the `shards` param narrows the list.
+    A missing required file fails here without retries.
+    """
     return list(_run("discover"))
 
 
-@task(max_active_tis_per_dagrun=2)
+@task(max_active_tis_per_dagrun=2, max_active_tis_per_dag=4, execution_timeout=dt.timedelta(hours=3))
 def extract_shard(shard: dict[str, Any]) -> dict[str, Any]:
-    """Stream one archive into the raw zone (skipped when unchanged)."""
+    """
+    #### extract_shard
+    Streams one archive into the raw zone (`raw/shards/<archive>/`), checking every PNG; bad members
+    go to quarantine. An archive whose bytes are unchanged since its last extraction is skipped.
+    At most 2 run at once per run, 4 across runs (backfills): each holds one archive stream and its uploads.
+    """
     return dict(_run("extract_shard", shard))
 
 
-@task
+@task(execution_timeout=dt.timedelta(minutes=30))
 def curate_metadata() -> dict[str, Any]:
-    """Normalise and validate the metadata; blocking failures stop the run here."""
+    """
+    #### curate_metadata
+    Normalises the metadata CSVs and validates them with the suites in `expectations/`.
+    Blocking failures stop the run here (no retries); the results stay in the run's workspace.
+    """
     return dict(_run("curate_metadata"))
 
 
-@task
+@task(execution_timeout=dt.timedelta(hours=1))
 def plan_release(shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> list[dict[str, Any]]:
-    """Assign patient-level splits, choose the version, cut the work into units (none if unchanged)."""
-    return list(_run("plan_release", list(shard_results), curated))
+    """
+    #### plan_release
+    Joins images and rows, assigns patient-level splits, chooses the version and cuts the work into
+    units. Returns the units (none when the inputs are unchanged); XCom `plan` holds `version`,
+    `unchanged`, `counts` and `quarantined`. In a **dry run** it only previews: the version that
+    *would* be published, with nothing claimed.
+    """
+    planned = dict(_run("plan_or_preview", list(shard_results), curated))
+    units = list(planned.pop("units"))
+    get_current_context()["ti"].xcom_push(key="plan", value=planned)
+    return units
 
 
-@task(max_active_tis_per_dagrun=2)
+@task.short_circuit(execution_timeout=dt.timedelta(minutes=5))
+def stop_if_dry_run() -> bool:
+    """
+    #### stop_if_dry_run
+    Skips `convert_unit` and `publish_release` in a dry run; otherwise lets them run.
+    """
+    return bool(_run("should_publish"))
+
+
+@task(max_active_tis_per_dagrun=2, max_active_tis_per_dag=4, execution_timeout=dt.timedelta(hours=3))
 def convert_unit(unit: dict[str, Any]) -> dict[str, Any]:
-    """Write one WebDataset shard and its Parquet part."""
+    """
+    #### convert_unit
+    Writes one WebDataset shard and its Parquet part into the release's folder (not yet visible:
+    a release exists only once its manifest does).
+    """
     return dict(_run("convert_unit", unit))
 
 
-@task(trigger_rule=TriggerRule.NONE_FAILED)
+@task(trigger_rule=TriggerRule.NONE_FAILED, outlets=[RELEASES], execution_timeout=dt.timedelta(hours=2))
 def publish_release() -> dict[str, Any]:
-    """Verify every file, write the manifest last, move `latest`."""
-    return dict(_run("publish_release"))
+    """
+    #### publish_release
+    Re-reads and verifies every file, writes `manifest.json` last, moves `releases/latest.json` (never
+    back to an older version), and for a new release adds an event for the asset
+    `s3://<bucket>/<prefix>/releases/<version>/manifest.json` through the alias `nih_cxr_releases`.
+    Unchanged inputs: nothing new is published and no asset event is emitted.
+    """
+    summary = dict(_run("publish_release"))
+    if summary.get("published"):
+        extra = {key: summary[key] for key in ("version", "counts", "quarantined")}
+        get_current_context()["outlet_events"][RELEASES].add(Asset(summary["manifest"]), extra=extra)
+    return summary
 
 
 @dag(
@@ -99,27 +213,78 @@ def publish_release() -> dict[str, Any]:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=20),
     default_args=DEFAULT_ARGS,
+    on_success_callback=_summarise,
+    on_failure_callback=_summarise,
     tags=["nih-cxr", "release"],
     params={
-        "source": Param(None, type=["null", "string"], description="Source directory (default $CXR_SOURCE)"),
-        "store": Param(None, type=["null", "string"], description="s3://bucket/prefix (default $CXR_STORE)"),
-        "release": Param(None, type=["null", "string"], description="Release version (default YYYY.MM.DD)"),
-        "split_mode": Param("auto", enum=["auto", "official", "patient-hash"], description="How to split"),
-        "seed": Param(0, type="integer", minimum=0, description="Seed of the patient hash"),
-        "shards": Param(None, type=["null", "array"], description="Only these archives (names or numbers)"),
-        "variant_size": Param(
-            256, type="integer", minimum=0, maximum=1024, description="Long side of the downsized PNG (0 = none)"
+        "source": Param(
+            None,
+            type=["null", "string"],
+            title="Source",
+            description="Directory, s3://bucket/prefix or http(s):// URL of the NIH files (empty: $CXR_SOURCE)",
         ),
-        "force": Param(False, type="boolean", description="Rebuild even when the inputs are unchanged"),
+        "store": Param(
+            None,
+            type=["null", "string"],
+            pattern="^s3://[^/]+",
+            title="Store",
+            description="Where releases go: s3://bucket[/prefix] (empty: $CXR_STORE)",
+        ),
+        "release": Param(
+            None,
+            type=["null", "string"],
+            pattern=VERSION_PATTERN,
+            title="Release version",
+            description="Publish under this version (empty: the logical date, YYYY.MM.DD)",
+        ),
+        "split_mode": Param(
+            "auto",
+            enum=["auto", "official", "patient-hash"],
+            title="Split mode",
+            description="official: NIH test list; patient-hash: hash of the patient id; auto: official if listed",
+        ),
+        "seed": Param(0, type="integer", minimum=0, title="Split seed", description="Seed of the patient hash"),
+        "shards": Param(
+            None,
+            type=["null", "array"],
+            items={"type": "string"},
+            title="Archives",
+            description="Only these archives, one per line: names (images_001.zip) or numbers (1); empty: all",
+        ),
+        "variant_size": Param(
+            256,
+            type="integer",
+            minimum=0,
+            maximum=1024,
+            title="Variant size",
+            description="Long side in px of the downsized PNG copy (0 = none; else 16-1024)",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Plan only: report the version that would be published; claim and publish nothing",
+        ),
+        "force": Param(False, type="boolean", title="Force", description="Rebuild even when the inputs are unchanged"),
+        "store_conn_id": Param(
+            None,
+            type=["null", "string"],
+            title="Store connection",
+            description="Airflow connection (AWS type) with the store's endpoint and keys (empty: cxr_store)",
+        ),
     },
 )
 def nih_cxr_release() -> None:
     shards = discover()
     curated = curate_metadata()
     shards >> curated  # discover also makes sure the bucket exists
-    units = plan_release(extract_shard.expand(shard=shards), curated)
-    convert_unit.expand(unit=units) >> publish_release()
+    # Mapped tasks do not take doc_md from their docstring by themselves.
+    extracted = extract_shard.override(doc_md=extract_shard.function.__doc__).expand(shard=shards)
+    planned = plan_release(extracted, curated)
+    converted = convert_unit.override(doc_md=convert_unit.function.__doc__).expand(unit=planned)
+    planned >> stop_if_dry_run() >> converted >> publish_release()
 
 
 nih_cxr_release()

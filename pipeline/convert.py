@@ -130,21 +130,30 @@ def to_record(row: dict[str, Any], sha256: str, converted: bool) -> dict[str, An
     return record
 
 
-class _Processor:
-    """Runs :func:`images.process_image` here, or in a process pool when images must be decoded.
+def _pool_context() -> multiprocessing.context.BaseContext | None:
+    """The context for decoding workers, or None where no child processes may be started.
 
-    The pool workers import only :mod:`pipeline.images` (Pillow), so they start fast.
+    Workers are forked: spawn and forkserver re-import the ``__main__`` module in every worker, which under
+    ``airflow tasks run`` imports Airflow there (and fails). They are forked before this unit starts any
+    thread (see :class:`_Processor`) and only run :func:`images.process_image`. Daemonic processes (Celery's
+    prefork pool) may not have children at all: they process in-thread.
     """
+    if multiprocessing.current_process().daemon:
+        return None
+    return multiprocessing.get_context("fork")
+
+
+class _Processor:
+    """Runs :func:`images.process_image` here, or in a process pool when images must be decoded."""
 
     def __init__(self, rows: list[dict[str, Any]], variant_size: int | None) -> None:
         self.variant_size = variant_size
         needs_decode = bool(variant_size) or any(r["mode"] != "L" for r in rows)
         workers = min(os.cpu_count() or 1, 8)
-        self.pool = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            if needs_decode and workers > 1 and len(rows) > 16
-            else None
-        )
+        context = _pool_context() if needs_decode and workers > 1 and len(rows) > 16 else None
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context) if context is not None else None
+        if self.pool is not None:
+            self.pool.submit(int).result()  # fork every worker now, before the fetch threads exist
 
     def submit(self, row: dict[str, Any], data: bytes) -> Future[images.Processed]:
         """Start processing one image; the future yields its published bytes."""

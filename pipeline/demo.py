@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from pipeline import airflow_local, stack
@@ -94,17 +93,6 @@ def run_demo(workdir: Path, images: int = 240) -> int:
     return 0
 
 
-def _wait_http(url: str, timeout: float = 90.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (http on loopback, built here)
-                return True
-        except OSError:
-            time.sleep(1)
-    return False
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -114,30 +102,57 @@ def _demo_source(workdir: Path) -> str:
     return str(found[-1].resolve()) if found else os.environ.get("CXR_SOURCE", "")
 
 
-def run_ui(workdir: Path, port: int = airflow_local.API_PORT) -> int:
-    """Bring up api-server, scheduler and dag-processor against the demo's store until Ctrl-C."""
+_JSON_FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+
+
+def _say_how_to_use(port: int, home: Path, celery: bool) -> None:
+    password, api = airflow_local.admin_password(home), f"http://127.0.0.1:{port}"
+    _say(f"Airflow UI: {api}  user admin, password {password}")
+    if celery:
+        _say("    CeleryExecutor: PostgreSQL metadata, Redis broker, worker-N processes (logs in the Airflow home)")
+    login = f"""{{"username": "admin", "password": "{password}"}}"""
+    _say(f"""    REST API v2 (more in the README's "Operations guide"):
+      TOKEN=$(curl -s -X POST {api}/auth/token -H 'Content-Type: application/json' \\
+        -d '{login}' | {_JSON_FIELD})
+      curl -s -X POST {api}/api/v2/dags/{DAG_ID}/dagRuns -H "Authorization: Bearer $TOKEN" \\
+        -H 'Content-Type: application/json' -d '{{"logical_date": null, "conf": {{"dry_run": false}}}}'
+Unpause {DAG_ID} first (UI toggle or PATCH /api/v2/dags/{DAG_ID} {{"is_paused": false}}): unpausing also
+starts the scheduled run of the latest night. Ctrl-C stops every component.""")
+
+
+def run_ui(
+    workdir: Path,
+    port: int = airflow_local.API_PORT,
+    celery: airflow_local.CelerySettings | None = None,
+    workers: int = 2,
+) -> int:
+    """Bring up api-server, scheduler and dag-processor (plus Celery workers) against the demo's store until Ctrl-C.
+
+    Scheduled runs read ``$CXR_SOURCE`` (default: the demo's synthetic mirror) and publish to the demo bucket;
+    the store's endpoint and keys come from the environment (the local S3 endpoint's ``AWS_*``).
+    """
     info = stack.stack_up(workdir / "stack")
-    home = workdir / "airflow"
-    env = airflow_local.airflow_env(
-        home,
-        api_port=port,
-        extra={**info.env(), "CXR_STORE": DEMO_BUCKET, "CXR_SOURCE": os.environ.get("CXR_SOURCE", "")},
-    )
-    airflow_local.migrate(env, workdir / "logs" / "ui-migrate.log")
-    procs = airflow_local.start_ui(env, workdir / "logs")
+    extra = {
+        **info.env(),
+        "CXR_STORE": DEMO_BUCKET,
+        "CXR_SOURCE": os.environ.get("CXR_SOURCE") or _demo_source(workdir),
+    }
+    home = workdir / ("airflow" if celery is None else "airflow-celery")
+    names = tuple(f"worker-{n}" for n in range(1, workers + 1))
+    airflow = airflow_local.LocalAirflow(home, port, extra, celery=celery, workers=names)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the components on `kill` too, not only on Ctrl-C
     try:
-        if not _wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health"):
-            _say(f"the Airflow API server did not come up; see {workdir / 'logs'}")
-            return 1
-        _say(f"Airflow UI: http://127.0.0.1:{port}  user admin, password {airflow_local.admin_password(home)}")
-        _say("Trigger nih_cxr_release with 'source' set to a synthetic mirror; Ctrl-C stops the UI.")
-        while not procs.dead():
+        airflow.start()
+        _say_how_to_use(port, home, celery is not None)
+        while not airflow.procs.dead():
             time.sleep(1)
-        _say(f"an Airflow process exited: {procs.dead()}; see {workdir / 'logs'}")
+        _say(f"an Airflow process exited: {airflow.procs.dead()}; see {airflow.log_dir}")
+        return 1
+    except (RuntimeError, TimeoutError) as exc:
+        _say(f"Airflow did not come up: {exc}; see {airflow.log_dir}")
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        procs.stop()
+        airflow.stop()
         sys.stdout.flush()
