@@ -24,6 +24,7 @@ demo: $(STAMP)  ## synthetic mirror + local S3 + the DAG through Airflow; prints
 	$(BIN)/cxr demo
 
 test: $(STAMP)  ## the whole test suite (unit, DAG integrity, integration against real S3 and Airflow)
+	@scripts/ensure-chromium
 	$(BIN)/pytest
 
 test-fast: $(STAMP)  ## unit tests only
