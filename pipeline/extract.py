@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import images, nih, sources
+from pipeline import faults, images, nih, sources
 from pipeline.archives import FolderShard, Limits, Member, iter_members
 from pipeline.progress import Progress
 from pipeline.rangefile import Digests
@@ -205,6 +205,7 @@ class _Lander:
         self.rows.append(row)
         self.uploaded += uploaded
         self.progress.advance()
+        faults.point("extract.member")
 
     def finish(self) -> list[dict[str, Any]]:
         while self.pending:

@@ -72,7 +72,12 @@ class MultipartWriter(io.RawIOBase):
 
     def _send(self, body: bytes) -> None:
         if self._upload_id is None:
-            created = self.store.client.create_multipart_upload(Bucket=self.store.bucket, Key=self.store.key(self.rel))
+            created = self.store.retrying(
+                f"starting the upload of {self.store.uri(self.rel)}",
+                lambda: self.store.client.create_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.store.key(self.rel)
+                ),
+            )
             self._upload_id = created["UploadId"]
         while len(self._inflight) >= self._limit:
             self._parts.append(self._inflight.popleft().result())
@@ -80,13 +85,16 @@ class MultipartWriter(io.RawIOBase):
 
     def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
         md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
-        response = self.store.client.upload_part(
-            Bucket=self.store.bucket,
-            Key=self.store.key(self.rel),
-            UploadId=str(self._upload_id),
-            PartNumber=number,
-            Body=body,
-            ContentMD5=md5,
+        response = self.store.retrying(
+            f"uploading part {number} of {self.store.uri(self.rel)}",
+            lambda: self.store.client.upload_part(
+                Bucket=self.store.bucket,
+                Key=self.store.key(self.rel),
+                UploadId=str(self._upload_id),
+                PartNumber=number,
+                Body=body,
+                ContentMD5=md5,
+            ),
         )
         return {"PartNumber": number, "ETag": response["ETag"]}
 
@@ -98,11 +106,15 @@ class MultipartWriter(io.RawIOBase):
                 self._send(bytes(self._buffer))
             while self._inflight:
                 self._parts.append(self._inflight.popleft().result())
-            self.store.client.complete_multipart_upload(
-                Bucket=self.store.bucket,
-                Key=self.store.key(self.rel),
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": sorted(self._parts, key=lambda p: p["PartNumber"])},
+            upload_id, parts = self._upload_id, sorted(self._parts, key=lambda p: p["PartNumber"])
+            self.store.retrying(
+                f"completing the upload of {self.store.uri(self.rel)}",
+                lambda: self.store.client.complete_multipart_upload(
+                    Bucket=self.store.bucket,
+                    Key=self.store.key(self.rel),
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
             )
         self._buffer.clear()
         self.result = Uploaded(self.rel, self._size, self._sha256.hexdigest(), self._md5.hexdigest())

@@ -28,6 +28,7 @@ from typing import Any
 
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError
 
+from pipeline import faults
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError, ReleaseConflictError, StoreUnavailableError
 from pipeline.storage import ObjectExistsError, Store
@@ -275,6 +276,7 @@ def move_latest(store: Store, version: str, manifest_sha256: str, fingerprint: s
     if current is not None and version_key(str(current["version"])) > version_key(version):
         log.info("latest stays on %s (newer than %s)", current["version"], version)
         return False
+    faults.point("publish.latest")
     put_json(
         store,
         LATEST,

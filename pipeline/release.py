@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
-from pipeline import card, croissant, diff, nih, publish
+from pipeline import accounting, card, croissant, diff, faults, nih, publish
 from pipeline.card import CardFacts
 from pipeline.config import RunConfig
 from pipeline.convert import metadata_schema, release_schema, to_record
@@ -254,6 +254,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
         _drop_claim(store, plan)
         store.delete_prefix(run_prefix(plan.run_id) + "/")
         return summary
+    faults.point("release.finish")
     release = release_prefix(plan.version)
     results = _unit_results(store, plan)
     files, table = _data_side_files(store, plan, results)
@@ -267,10 +268,13 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
             f"release {plan.version} failed verification, nothing was published: {'; '.join(problems[:10])}; "
             f"re-run run {plan.run_id} (its damaged units will be converted again)"
         )
+    figures = accounting.check(store, plan, meta, files)
+    log.info("accounting: %s", figures.to_dict())
     for f in files:
         f["path"] = f["path"].removeprefix(release + "/")
-    manifest = build_manifest(cfg, plan, files, _manifest_extra(facts))
+    manifest = build_manifest(cfg, plan, files, {**_manifest_extra(facts), "accounting": figures.to_dict()})
     manifest_sha, created = publish.write_manifest(store, plan.version, manifest)
+    faults.point("release.manifest_written")
     publish.move_latest(store, plan.version, manifest_sha, plan.fingerprint)
     _drop_claim(store, plan)
     store.delete_prefix(run_prefix(plan.run_id) + "/")

@@ -11,16 +11,21 @@ import base64
 import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from pipeline import faults
 from pipeline.config import StoreConfig
 from pipeline.errors import StoreUnavailableError
 
@@ -31,6 +36,28 @@ log = logging.getLogger(__name__)
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+#: How long (seconds) a store call keeps retrying an unreachable or failing (5xx) endpoint before giving up.
+RETRY_BUDGET_ENV = "CXR_STORE_RETRY_S"
+DEFAULT_RETRY_BUDGET_S = 120.0
+_FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0
+T = TypeVar("T")
+
+
+def retry_budget() -> float:
+    """Seconds a store call retries before :class:`StoreUnavailableError` (``$CXR_STORE_RETRY_S``, default 120)."""
+    return float(os.environ.get(RETRY_BUDGET_ENV, DEFAULT_RETRY_BUDGET_S))
+
+
+def _transient(exc: BaseException | None) -> bool:
+    """Whether an error says the endpoint is down or overloaded (a retry may help), not that the request is wrong."""
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return isinstance(status, int) and status >= 500
+    if isinstance(exc, S3UploadFailedError):
+        return _transient(exc.__cause__ or exc.__context__) or " (5" in str(exc)
+    return False
 
 
 @dataclass(frozen=True)
@@ -97,18 +124,30 @@ class Store:
         """Return the ``s3://`` URI of a store-relative path."""
         return f"s3://{self.bucket}/{self.key(rel)}"
 
+    def retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (one or more client calls), retrying transient failures with back-off for :func:`retry_budget`
+        seconds, then raising :class:`StoreUnavailableError`; for callers that use ``self.client`` directly."""
+        budget = retry_budget()
+        deadline, delay, attempts = time.monotonic() + budget, _FIRST_DELAY_S, 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                attempts += 1
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailableError(
+                        f"object store at {self.config.endpoint_url or 'AWS'} unavailable while {what}: still failing "
+                        f"after {attempts} attempts over {budget:.0f}s ({exc}); check that the endpoint is up, then "
+                        f"rerun (a rerun resumes where it stopped; ${RETRY_BUDGET_ENV} sets the budget)"
+                    ) from exc
+                log.warning("object store unavailable while %s (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY_S)
+
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(Bucket=self.bucket, **kwargs)
-        except (EndpointConnectionError, ConnectionClosedError) as exc:
-            raise StoreUnavailableError(
-                f"object store at {self.config.endpoint_url or 'AWS'} unreachable while {what}: {exc}"
-            ) from exc
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if isinstance(status, int) and status >= 500:
-                raise StoreUnavailableError(f"object store error while {what}: {exc}") from exc
-            raise
+        return self.retrying(what, lambda: fn(Bucket=self.bucket, **kwargs))
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist yet."""
@@ -141,6 +180,7 @@ class Store:
             extra["IfNoneMatch"] = "*"
         if content_type:
             extra["ContentType"] = content_type
+        faults.point("store.put")
         try:
             self._call(f"writing {self.uri(rel)}", self.client.put_object, Key=self.key(rel), Body=data, **extra)
         except ClientError as exc:
@@ -154,16 +194,20 @@ class Store:
         extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}
         if content_type:
             extra["ContentType"] = content_type
-        try:
-            self.client.upload_file(str(path), self.bucket, self.key(rel), ExtraArgs=extra)
-        except (EndpointConnectionError, ConnectionClosedError) as exc:
-            raise StoreUnavailableError(f"object store unreachable while writing {self.uri(rel)}") from exc
+        faults.point("store.put")
+        self.retrying(
+            f"writing {self.uri(rel)}",
+            lambda: self.client.upload_file(str(path), self.bucket, self.key(rel), ExtraArgs=extra),
+        )
 
     def get_bytes(self, rel: str) -> bytes:
         """Download one object whole (for small objects: manifests, images)."""
-        response = self._call(f"reading {self.uri(rel)}", self.client.get_object, Key=self.key(rel))
-        body: bytes = response["Body"].read()
-        return body
+
+        def read() -> bytes:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.key(rel))["Body"].read()
+            return body
+
+        return self.retrying(f"reading {self.uri(rel)}", read)
 
     def open_stream(self, rel: str) -> IO[bytes]:
         """Return a streaming reader of one object."""
@@ -187,15 +231,16 @@ class Store:
 
     def list(self, rel_prefix: str) -> Iterator[ObjectInfo]:
         """List objects whose store-relative key starts with ``rel_prefix``."""
+        yield from self.retrying(f"listing {self.uri(rel_prefix)}", lambda: self._list_all(rel_prefix))
+
+    def _list_all(self, rel_prefix: str) -> tuple[ObjectInfo, ...]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.key(""))
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(rel_prefix)):
-                for item in page.get("Contents", []):
-                    rel = item["Key"][strip:]
-                    yield ObjectInfo(rel, int(item["Size"]), str(item.get("ETag", "")).strip('"'))
-        except (EndpointConnectionError, ConnectionClosedError) as exc:
-            raise StoreUnavailableError(f"object store unreachable while listing {self.uri(rel_prefix)}") from exc
+        return tuple(
+            ObjectInfo(item["Key"][strip:], int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(rel_prefix))
+            for item in page.get("Contents", [])
+        )
 
     def delete(self, rel: str) -> None:
         """Delete one object (missing objects are fine)."""
