@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from pipeline.airflow_local import ApiClient, LocalAirflow, airflow_command, free_api_port, wait_until
 from pipeline.stack import StackInfo
-from pipeline.synth import SynthConfig, synthesize
+from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,16 +32,12 @@ VERSIONS = [day.strftime("%Y.%m.%d") for day in DATES]
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("backfill-mirror") / "source"
-    synthesize(SynthConfig(dest=dest, images=48, image_size=32, seed=23))
-    return dest
+    return synthetic_mirror(tmp_path_factory, "backfill-mirror", images=48, seed=23)
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_client: Any) -> str:
-    name = f"backfill-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+    return new_bucket(s3_client, "backfill")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from pipeline.airflow_local import CelerySettings, LocalAirflow, drop_postgres_database, free_api_port
 from pipeline.stack import StackInfo
-from pipeline.synth import SynthConfig, synthesize
+from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,16 +65,12 @@ def celery() -> Iterator[CelerySettings]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("celery-mirror") / "source"
-    synthesize(SynthConfig(dest=dest, images=IMAGES, image_size=32, seed=5))
-    return dest
+    return synthetic_mirror(tmp_path_factory, "celery-mirror", images=IMAGES, seed=5)
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_client: Any) -> str:
-    name = f"celery-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+    return new_bucket(s3_client, "celery")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ connection ``cxr_store`` (the ``AWS_*`` variables are blanked for the Airflow pr
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from pipeline.airflow_local import ApiClient, LocalAirflow, free_api_port, wait_until
 from pipeline.stack import StackInfo
-from pipeline.synth import SynthConfig, synthesize
+from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,16 +39,12 @@ def connection_env(stack: StackInfo) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("sched-mirror") / "source"
-    synthesize(SynthConfig(dest=dest, images=IMAGES, image_size=32, seed=11))
-    return dest
+    return synthetic_mirror(tmp_path_factory, "sched-mirror", images=IMAGES, seed=11)
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_client: Any) -> str:
-    name = f"sched-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+    return new_bucket(s3_client, "sched")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from pipeline.airflow_local import LocalAirflow, admin_password, free_api_port
 from pipeline.stack import StackInfo
-from pipeline.synth import SynthConfig, synthesize
+from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -52,16 +51,12 @@ PARAM_LABELS = [
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("ui-mirror") / "source"
-    synthesize(SynthConfig(dest=dest, images=40, image_size=32, seed=31))
-    return dest
+    return synthetic_mirror(tmp_path_factory, "ui-mirror", images=40, seed=31)
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_client: Any) -> str:
-    name = f"ui-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+    return new_bucket(s3_client, "ui")
 
 
 @pytest.fixture(scope="module")
