@@ -376,14 +376,17 @@ class ApiClient:
         return str(run["dag_run_id"])
 
     def backfill(self, body: dict[str, Any], timeout: float = 90.0) -> dict[str, Any]:
-        """``POST /backfills``; retried while the API answers 503 (SQLite busy: the scheduler holds the write lock)."""
+        """``POST /backfills``; retried while SQLite is busy (the scheduler holds the write lock).
+
+        Busy shows as 503, or as a 500 "Database error" raised mid-transaction.
+        """
 
         def created() -> dict[str, Any] | None:
             try:
                 found: dict[str, Any] = self.post("/backfills", body)
             except ApiError as exc:
-                if exc.status == 503:
-                    return None
+                if exc.status == 503 or (exc.status == 500 and "Database error" in str(exc)):
+                    return None  # SQLite busy: answered as 503, or as a 500 "Database error" mid-transaction
                 raise
             return found
 
