@@ -10,7 +10,34 @@ their ratios mean something on any machine; no test asserts timings.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
 BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.ingest",
     "convert": "benchmarks.convert",
+    "convert-memory": "benchmarks.convert_memory",
 }
+
+
+def run_child(module: str, args: list[str], env: dict[str, str], what: str) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh process from the repository root (same start for every
+    measurement, its own peak RSS); return the JSON object on the last line of its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result

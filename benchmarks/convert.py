@@ -4,15 +4,20 @@ On the same synthetic full-size images (cached under ``.cxr/bench/convert-<N>``)
 
 - **ours**: the convert stage (every unit of a release: tar shard + Parquet, into a local SeaweedFS), with the
   256 px variant off and on;
-- **floor**: the CPU cost of what must be decoded (CRC + SHA-256 only without the variant; a full decode with
-  it), spread over this machine's cores, or the bytes written divided by the store's PUT throughput measured
-  here, whichever is slower;
+- **floor**: what cannot be avoided: the CPU of what must be decoded (CRC + SHA-256 without the variant, a
+  full decode with it) and the bytes written, at the store's PUT throughput measured here with the same
+  images. Two figures: with the store on machines of its own the slower of the two bounds the run
+  (``floor, own store``); here the store runs on the same cores, so the two CPU costs add up (``floor,
+  shared cores``: the PUTs' client and store CPU per byte, measured in the same PUT run);
 - **peers**: Hugging Face ``datasets`` (Image feature -> ``to_parquet``) and img2dataset (local files ->
   WebDataset / Parquet, with and without a 256 px resize), run from their own virtualenv
   (``.cxr/bench/peers-venv``, created on first use) on the same PNG files.
 
-Our path writes both formats and uploads them; each peer writes one format to local disk, so the comparison
-leans in the peers' favour. ``CXR_BENCH_CONVERT_IMAGES`` (default 400) sets the number of images.
+Our path reads the raw zone from the store, writes both formats and uploads them; each peer reads local files
+and writes one format to local disk, so the comparison leans in the peers' favour. Every measurement runs
+``CXR_BENCH_REPEAT`` (default 3) rounds, interleaved, and the table gives the median. The store's CPU (the
+SeaweedFS process) is reported beside the client's. ``CXR_BENCH_CONVERT_IMAGES`` (default 400) sets the
+number of images; ``CXR_BENCH_PEERS=0`` leaves the peers out.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +45,21 @@ from pipeline.synth import SynthConfig, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = int(os.environ.get("CXR_BENCH_CONVERT_IMAGES", "400"))
+REPEAT = int(os.environ.get("CXR_BENCH_REPEAT", "3"))
 BENCH_DIR = Path(os.environ.get("CXR_BENCH_DIR", ROOT / ".cxr" / "bench"))
 PEERS_VENV = BENCH_DIR / "peers-venv"
 PEER_PINS = ["datasets==5.2.0", "img2dataset==1.47.0"]
 CORES = os.cpu_count() or 1
+PATHS = ("full size", "+256 px")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One measured call: wall seconds, client CPU seconds (this process and its children), store CPU seconds."""
+
+    wall: float
+    cpu: float
+    store_cpu: float
 
 
 def _cpu() -> float:
@@ -50,11 +67,16 @@ def _cpu() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _measure(fn: Callable[[], Any]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (this process and its children) of one call."""
-    wall, cpu = time.perf_counter(), _cpu()
+def _store_cpu(pid: int) -> float:
+    """CPU seconds the store process (SeaweedFS) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(fn: Callable[[], Any], store_pid: int) -> Timing:
+    wall, cpu, store = time.perf_counter(), _cpu(), _store_cpu(store_pid)
     fn()
-    return time.perf_counter() - wall, _cpu() - cpu
+    return Timing(time.perf_counter() - wall, _cpu() - cpu, _store_cpu(store_pid) - store)
 
 
 def _source() -> Path:
@@ -76,26 +98,30 @@ def _loose_files(src: Path) -> Path:
     return files
 
 
-def _ours(src: Path, info: StackInfo, variant: int) -> dict[str, Any]:
-    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}", "variant_size": variant}
+def _ours(src: Path, info: StackInfo, variant: int, round_no: int) -> tuple[Timing, int]:
+    """Extract and plan into a fresh prefix (not timed), then convert every unit; return the timing and bytes."""
+    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}-r{round_no}", "variant_size": variant}
     cfg = tasks.config_from_params(params, run_id=f"bench-{variant}-{time.time_ns()}")
     Store(cfg.store).ensure_bucket()
     shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
     units = tasks.plan_release(cfg, shards, tasks.curate_metadata(cfg))
     written: list[int] = []
-    wall, cpu = _measure(
-        lambda: written.extend(sum(f["size"] for f in tasks.convert_unit(cfg, unit)["files"]) for unit in units)
+    timing = _measure(
+        lambda: written.extend(sum(f["size"] for f in tasks.convert_unit(cfg, unit)["files"]) for unit in units),
+        info.pid,
     )
-    return {"wall": wall, "cpu": cpu, "bytes": sum(written)}
+    return timing, sum(written)
 
 
-def _put_mb_s(info: StackInfo, sample: bytes, count: int = 200) -> float:
-    store = Store(tasks.config_from_params({"source": ".", "store": "s3://bench-convert/put"}, "put").store)
-    store.ensure_bucket()
-    start = time.perf_counter()
+def _put(files: Path, info: StackInfo, round_no: int) -> tuple[Timing, int]:
+    """PUT every image (read beforehand) 16 at a time with its checksum, as the store's throughput ceiling."""
+    store = Store(tasks.config_from_params({"source": ".", "store": f"s3://bench-convert/put-{round_no}"}, "p").store)
+    blobs = [path.read_bytes() for path in sorted(files.glob("*.png"))]
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda i: store.put_bytes(f"put/{i}", sample), range(count)))
-    return len(sample) * count / (time.perf_counter() - start) / 1e6
+        timing = _measure(
+            lambda: list(pool.map(lambda i: store.put_bytes(f"put/{i}", blobs[i]), range(IMAGES))), info.pid
+        )
+    return timing, sum(map(len, blobs))
 
 
 def _decode_cost(files: Path, variant: int) -> float:
@@ -111,10 +137,12 @@ def _decode_cost(files: Path, variant: int) -> float:
     return (time.process_time() - start) / len(paths)
 
 
-def _peer(script: str, *args: str) -> tuple[float, float]:
+def _peer(script: str, *args: str) -> Timing:
     cmd = [str(PEERS_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "peers" / script), *args]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    return _measure(lambda: subprocess.run(cmd, check=True, capture_output=True, env=env))
+    wall, cpu = time.perf_counter(), _cpu()
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return Timing(time.perf_counter() - wall, _cpu() - cpu, 0.0)
 
 
 def _ensure_peers() -> bool:
@@ -124,58 +152,104 @@ def _ensure_peers() -> bool:
     return (PEERS_VENV / "bin" / "python").exists()
 
 
-def _row(path: str, tool: str, wall: float, cpu: float, floor: float | None = None) -> dict[str, Any]:
+PEER_RUNS = (  # (path, tool, script, format, resize)
+    ("full size", "HF datasets -> parquet", "hf_parquet.py", "", ""),
+    ("full size", "img2dataset -> webdataset", "img2dataset_run.py", "webdataset", "0"),
+    ("full size", "img2dataset -> parquet", "img2dataset_run.py", "parquet", "0"),
+    ("+256 px", "img2dataset -> webdataset", "img2dataset_run.py", "webdataset", "256"),
+)
+
+
+def _peer_round(files: Path) -> dict[str, Timing]:
+    out = BENCH_DIR / "peer-out" / str(time.time_ns())
+    timings = {}
+    for path, tool, script, fmt, resize in PEER_RUNS:
+        dest = str(out / f"{script}-{fmt}-{resize}")
+        timings[f"{path}|{tool}"] = _peer(script, str(files), dest, *([fmt, resize] if fmt else []))
+    return timings
+
+
+def _median(timings: list[Timing]) -> Timing:
+    """The round with the median wall time (its CPU figures come with it)."""
+    return sorted(timings, key=lambda t: t.wall)[len(timings) // 2]
+
+
+def _row(path: str, tool: str, images_s: float, timing: Timing | None, floors: dict[str, float]) -> dict[str, Any]:
     return {
         "path": path,
         "tool": tool,
-        "images/s": IMAGES / wall,
-        "cpu ms/img": 1000 * cpu / IMAGES,
-        "vs floor": (IMAGES / wall) / floor if floor else "",
+        "images/s": images_s,
+        "client cpu ms/img": 1000 * timing.cpu / IMAGES if timing else "",
+        "store cpu ms/img": 1000 * timing.store_cpu / IMAGES if timing else "",
+        "x floor (own store)": images_s / floors["own"],
+        "x floor (shared cores)": images_s / floors["shared"],
     }
 
 
-def _peer_rows(files: Path) -> list[dict[str, Any]]:
-    out = BENCH_DIR / "peer-out" / str(time.time_ns())
-    runs = [
-        ("full size", "HF datasets -> parquet", "hf_parquet.py", [str(files), str(out / "hf")]),
-        (
-            "full size",
-            "img2dataset -> webdataset",
-            "img2dataset_run.py",
-            [str(files), str(out / "i2d-w"), "webdataset", "0"],
-        ),
-        ("full size", "img2dataset -> parquet", "img2dataset_run.py", [str(files), str(out / "i2d-p"), "parquet", "0"]),
-        (
-            "+256 px",
-            "img2dataset -> webdataset",
-            "img2dataset_run.py",
-            [str(files), str(out / "i2d-w256"), "webdataset", "256"],
-        ),
-    ]
-    return [_row(path, tool, *_peer(script, *args)) for path, tool, script, args in runs]
+def _floors(decode_s: float, put: Timing, put_bytes: int, written_per_image: float) -> dict[str, float]:
+    """Images/s that cannot be beaten: store on machines of its own, or on these cores (costs add up)."""
+    put_bytes_s = put_bytes / put.wall
+    put_cpu_per_byte = (put.cpu + put.store_cpu) / put_bytes
+    own = min(CORES / decode_s, put_bytes_s / written_per_image)
+    shared = min(own, CORES / (decode_s + put_cpu_per_byte * written_per_image))
+    return {"own": own, "shared": shared}
 
 
 def run() -> dict[str, Any]:
-    """Measure ours, the floor and the peers side by side; return the table and raw figures."""
+    """Measure ours, the floor and the peers side by side, rounds interleaved; return the table and figures."""
     src = _source()
     files = _loose_files(src)
-    rows, figures = [], {}
+    peers = os.environ.get("CXR_BENCH_PEERS", "1") != "0" and _ensure_peers()
+    ours: dict[str, list[Timing]] = {path: [] for path in PATHS}
+    written: dict[str, int] = {}
+    puts: list[Timing] = []
+    peer_timings: dict[str, list[Timing]] = {}
     with LocalS3() as info:
         os.environ.update(info.env())
-        put = _put_mb_s(info, next(files.glob("*.png")).read_bytes())
-        for variant, label in ((0, "full size"), (256, "+256 px")):
-            ours = _ours(src, info, variant)
-            floor = min(CORES / _decode_cost(files, variant), put * 1e6 / (ours["bytes"] / IMAGES))
-            rows.append(_row(label, "ours -> parquet + webdataset", ours["wall"], ours["cpu"], floor))
-            rows.append(_row(label, "floor", IMAGES / floor, 0.0, floor))
-            figures[label] = {**ours, "floor_images_s": floor}
-    if _ensure_peers():
-        rows += _peer_rows(files)
+        Store(tasks.config_from_params({"source": ".", "store": "s3://bench-convert"}, "b").store).ensure_bucket()
+        for round_no in range(REPEAT):
+            put, put_bytes = _put(files, info, round_no)
+            puts.append(put)
+            for path, variant in zip(PATHS, (0, 256), strict=True):
+                timing, written[path] = _ours(src, info, variant, round_no)
+                ours[path].append(timing)
+            for key, timing in (_peer_round(files) if peers else {}).items():
+                peer_timings.setdefault(key, []).append(timing)
+    put = _median(puts)
+    rows, figures = [], {}
+    for path, variant in zip(PATHS, (0, 256), strict=True):
+        floors = _floors(_decode_cost(files, variant), put, put_bytes, written[path] / IMAGES)
+        mine = _median(ours[path])
+        rows.append(_row(path, "ours -> parquet + webdataset, into S3", IMAGES / mine.wall, mine, floors))
+        rows.append(_row(path, "floor, store on its own machines", floors["own"], None, floors))
+        rows.append(_row(path, "floor, store on these cores", floors["shared"], None, floors))
+        figures[path] = {
+            "ours_images_s": IMAGES / mine.wall,
+            "ours_rounds_images_s": [IMAGES / t.wall for t in ours[path]],
+            "bytes_written": written[path],
+            **floors,
+        }
+    for key, timings in peer_timings.items():
+        path, tool = key.split("|")
+        timing = _median(timings)
+        floors = {"own": figures[path]["own"], "shared": figures[path]["shared"]}
+        rows.append(_row(path, tool, IMAGES / timing.wall, timing, floors))
+    for path in PATHS:
+        peer_speeds = [IMAGES / _median(t).wall for key, t in peer_timings.items() if key.startswith(f"{path}|")]
+        best = max(peer_speeds, default=0.0)
+        figures[path]["faster_peer_images_s"] = best
+        figures[path]["x_faster_peer"] = figures[path]["ours_images_s"] / best if best else None
     notes = [
-        f"{IMAGES} images of 1024x1024, {CORES} cores, {platform.processor() or platform.machine()}, "
-        f"store PUT {put:.0f} MB/s (same run)"
+        f"{IMAGES} images of 1024x1024, {CORES} cores, {platform.processor() or platform.machine()}, median of "
+        f"{REPEAT} interleaved rounds; store PUT {put_bytes / put.wall / 1e6:.0f} MB/s with "
+        f"{1000 * (put.cpu + put.store_cpu) / (put_bytes / 1e6):.1f} CPU ms/MB (client + store), same run",
+        *(
+            f"{path}: ours = {f['x_faster_peer']:.2f}x the faster peer ({f['faster_peer_images_s']:.0f} images/s)"
+            for path, f in figures.items()
+            if f.get("x_faster_peer")
+        ),
     ]
-    return {"images": IMAGES, "put_mb_s": put, "figures": figures, "table": rows, "notes": notes}
+    return {"images": IMAGES, "figures": figures, "table": rows, "notes": notes}
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -37,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks import run_child
 from pipeline.stack import LocalS3, StackInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,20 +102,9 @@ def shards(images: int) -> dict[str, Path]:
 
 def child(mode: str, archive: Path, stack: StackInfo) -> dict[str, Any]:
     """Run one measurement (``put`` or ``extract``) in a fresh process: same start for both, own peak RSS."""
-    env = {**os.environ, **stack.env()}
     store = f"s3://{BUCKET}/{mode}-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ingest", f"--{mode}", str(archive), store],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} of {archive} failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    args = [f"--{mode}", str(archive), store]
+    return run_child("benchmarks.ingest", args, stack.env(), f"{mode} of {archive}")
 
 
 def put_main(archive: str, store_uri: str) -> dict[str, Any]:

@@ -7,17 +7,19 @@ Writes, under ``releases/<version>/``::
 
 Images keep their original bytes when they are 8-bit grayscale; others are converted once.
 Output is byte-reproducible: sorted order, fixed tar mtime/owner, deterministic Parquet.
-Unit results (files with size, sha256, md5, rows) go to ``runs/<run>/units/<unit>.json``.
+Unit results (files with size, sha256, rows; md5 for tar shards) go to ``runs/<run>/units/<unit>.json``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import json
 import logging
 import multiprocessing
 import os
-import tarfile
+import platform
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import faults, images, nih
@@ -35,11 +38,11 @@ from pipeline.multipart import MultipartWriter, Uploaded
 from pipeline.plan import Plan, Unit
 from pipeline.progress import Progress
 from pipeline.storage import Store
-from pipeline.workspace import get_frame, get_json, put_json, records, release_prefix, run_prefix
+from pipeline.tarstream import TarStream
+from pipeline.workspace import get_json, get_table, put_json, release_prefix, run_prefix
 
 log = logging.getLogger(__name__)
 
-TAR_MTIME = 1_500_000_000  # fixed (2017-07-14) so shards are byte-reproducible
 BBOX_TYPE = pa.list_(
     pa.struct(
         [("label", pa.string()), ("x", pa.float64()), ("y", pa.float64()), ("w", pa.float64()), ("h", pa.float64())]
@@ -130,6 +133,20 @@ def to_record(row: dict[str, Any], sha256: str, converted: bool) -> dict[str, An
     return record
 
 
+@functools.cache
+def _bound_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for this process (what ``MALLOC_ARENA_MAX=2`` does) before the fetch threads start.
+
+    Image buffers are allocated in the fetch threads and freed in this one; with an arena per thread the
+    freed space scatters and RSS creeps up with every unit converted. Capped, it stays flat (see
+    ``benchmarks/convert_memory.py``). A no-op where the C library is not glibc.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    m_arena_max = -8  # from glibc's malloc.h
+    ctypes.CDLL(None).mallopt(m_arena_max, arenas)
+
+
 def _pool_context() -> multiprocessing.context.BaseContext | None:
     """The context for decoding workers, or None where no child processes may be started.
 
@@ -143,84 +160,114 @@ def _pool_context() -> multiprocessing.context.BaseContext | None:
     return multiprocessing.get_context("fork")
 
 
-class _Processor:
-    """Runs :func:`images.process_image` here, or in a process pool when images must be decoded."""
+@dataclass(frozen=True)
+class UnitRows:
+    """One unit's plan rows, kept columnar (a few hundred bytes an image) and turned into dicts a batch at a
+    time, so the memory of a unit does not grow with its number of images."""
 
-    def __init__(self, rows: list[dict[str, Any]], variant_size: int | None) -> None:
+    table: pa.Table
+
+    def __len__(self) -> int:
+        return int(self.table.num_rows)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.table.to_batches(max_chunksize=256):
+            yield from batch.to_pylist()
+
+    @property
+    def all_gray8(self) -> bool:
+        """True when every image is 8-bit single-channel (nothing to decode unless a variant is asked for)."""
+        return bool(pc.all(pc.equal(self.table["mode"], "L")).as_py() is not False)
+
+
+class _Processor:
+    """Runs :func:`images.process_image` in the fetching threads, or in a process pool when images must be
+    decoded (hashing and CRCs release the GIL; a decode holds it too long to share one process)."""
+
+    def __init__(self, images: int, all_gray8: bool, variant_size: int | None) -> None:
         self.variant_size = variant_size
-        needs_decode = bool(variant_size) or any(r["mode"] != "L" for r in rows)
+        needs_decode = bool(variant_size) or not all_gray8
         workers = min(os.cpu_count() or 1, 8)
-        context = _pool_context() if needs_decode and workers > 1 and len(rows) > 16 else None
+        context = _pool_context() if needs_decode and workers > 1 and images > 16 else None
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context) if context is not None else None
         if self.pool is not None:
             self.pool.submit(int).result()  # fork every worker now, before the fetch threads exist
 
+    def run(self, row: dict[str, Any], data: bytes) -> images.Processed:
+        """Process one image in this thread."""
+        return images.process_image(data, row["sha256"], row["key"], self.variant_size)
+
     def submit(self, row: dict[str, Any], data: bytes) -> Future[images.Processed]:
-        """Start processing one image; the future yields its published bytes."""
-        args = (data, row["sha256"], row["key"], self.variant_size)
-        if self.pool is not None:
-            return self.pool.submit(images.process_image, *args)
-        done: Future[images.Processed] = Future()
-        try:
-            done.set_result(images.process_image(*args))
-        except Exception as exc:
-            done.set_exception(exc)
-        return done
+        """Process one image in the pool."""
+        assert self.pool is not None
+        return self.pool.submit(images.process_image, data, row["sha256"], row["key"], self.variant_size)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _fetch(store: Store, rows: list[dict[str, Any]], cfg: RunConfig) -> Iterator[Sample]:
-    """Yield samples in row order through a bounded two-stage pipeline: fetch ahead, process on every core."""
+_Fetched = tuple[bytes, "images.Processed | None"]
+
+
+def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample]:
+    """Yield samples in row order through a bounded pipeline: fetch (and check) ahead in threads, decode in
+    processes when something must be decoded."""
     window = max(16, 2 * cfg.upload_workers)
-    processor = _Processor(rows, cfg.variant_size)
-    fetching: deque[tuple[dict[str, Any], Future[bytes]]] = deque()
-    processing: deque[tuple[dict[str, Any], Future[images.Processed]]] = deque()
+    processor = _Processor(len(rows), rows.all_gray8, cfg.variant_size)
+    _bound_malloc_arenas()
+
+    def fetch(row: dict[str, Any]) -> _Fetched:
+        data = store.get_bytes(row["key"])
+        return data, None if processor.pool is not None else processor.run(row, data)
+
+    fetching: deque[tuple[dict[str, Any], Future[_Fetched]]] = deque()
+    processing: deque[tuple[dict[str, Any], bytes, Future[images.Processed]]] = deque()
+
+    def advance() -> None:
+        row, fetched = fetching.popleft()
+        data, done = fetched.result()
+        processing.append((row, data, processor.submit(row, data) if done is None else _completed(done)))
+
     try:
         with ThreadPoolExecutor(max_workers=cfg.upload_workers, thread_name_prefix="fetch") as pool:
             for row in rows:
-                fetching.append((row, pool.submit(store.get_bytes, row["key"])))
+                fetching.append((row, pool.submit(fetch, row)))
                 while len(fetching) > window or (fetching and fetching[0][1].done()):
-                    first, blob = fetching.popleft()
-                    processing.append((first, processor.submit(first, blob.result())))
-                while len(processing) > window or (processing and processing[0][1].done()):
+                    advance()
+                while len(processing) > window or (processing and processing[0][2].done()):
                     yield _sample(*processing.popleft())
             while fetching:
-                first, blob = fetching.popleft()
-                processing.append((first, processor.submit(first, blob.result())))
+                advance()
             while processing:
                 yield _sample(*processing.popleft())
     finally:
         processor.close()
 
 
-def _sample(row: dict[str, Any], future: Future[images.Processed]) -> Sample:
+def _completed(value: images.Processed) -> Future[images.Processed]:
+    done: Future[images.Processed] = Future()
+    done.set_result(value)
+    return done
+
+
+def _sample(row: dict[str, Any], data: bytes, future: Future[images.Processed]) -> Sample:
     done = future.result()
-    return Sample(to_record(row, done.sha256, done.converted), done.png, done.small)
+    return Sample(to_record(row, done.sha256, done.converted), data if done.png is None else done.png, done.small)
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_sample(tar: tarfile.TarFile, sample: Sample) -> None:
-    """Add one sample's ``.png``, ``.json`` and ``.labels.npy`` members."""
+def write_sample(tar: TarStream, sample: Sample) -> None:
+    """Add one sample's ``.png``, ``.json`` and ``.labels.npy`` members (and ``.small.png``)."""
     key = sample.record["image_id"]
     meta = {k: v for k, v in sample.record.items() if k not in PIXEL_COLUMNS}
     vector = np.array([sample.record[c] for c in FINDING_COLUMNS] + [sample.record["no_finding"]], dtype=np.uint8)
     npy = io.BytesIO()
     np.save(npy, vector, allow_pickle=False)
-    _tar_member(tar, f"{key}.png", sample.png)
-    _tar_member(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-    _tar_member(tar, f"{key}.labels.npy", npy.getvalue())
+    tar.add(f"{key}.png", sample.png)
+    tar.add(f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+    tar.add(f"{key}.labels.npy", npy.getvalue())
     if sample.small is not None:
-        _tar_member(tar, f"{key}.small.png", sample.small)
+        tar.add(f"{key}.small.png", sample.small)
 
 
 class ParquetParts:
@@ -250,17 +297,22 @@ class ParquetParts:
         if self._writer is None or self._file_bytes >= self.cfg.parquet_file_bytes:
             self._open()
         assert self._writer is not None
-        self._writer.write_table(pa.Table.from_pylist(self._batch, schema=self.schema), row_group_size=len(self._batch))
+        columns = {f.name: [row[f.name] for row in self._batch] for f in self.schema}  # 4x faster than from_pylist
+        self._writer.write_table(pa.Table.from_pydict(columns, schema=self.schema), row_group_size=len(self._batch))
         self._file_bytes += self._batch_bytes
         self._rows += len(self._batch)
         self._batch, self._batch_bytes = [], 0
+        pa.default_memory_pool().release_unused()  # mimalloc would otherwise keep each row group's pages: RSS creeps
 
     def _open(self) -> None:
         self._close_file()
         rel = f"{self.prefix}/{self.stem}-{len(self.files):02d}.parquet"
-        self._sink = MultipartWriter(self.store, rel)
+        self._sink = MultipartWriter(self.store, rel, md5=False)
         self._file = pa.PythonFile(self._sink, mode="w")
-        self._writer = pq.ParquetWriter(self._file, self.schema, compression="none", write_statistics=True)
+        plain = [f.name for f in self.schema if f.name not in PIXEL_COLUMNS]  # no stats/dictionary for pixels
+        self._writer = pq.ParquetWriter(
+            self._file, self.schema, compression="none", write_statistics=plain, use_dictionary=plain
+        )
         self._file_bytes = self._rows = 0
 
     def _close_file(self) -> None:
@@ -283,25 +335,27 @@ class ParquetParts:
 
 
 def _entry(done: Uploaded, count: int, kind: str) -> dict[str, Any]:
-    return {"path": done.rel, "size": done.size, "sha256": done.sha256, "md5": done.md5, "rows": count, "kind": kind}
+    entry = {"path": done.rel, "size": done.size, "sha256": done.sha256, "rows": count, "kind": kind}
+    return entry | ({"md5": done.md5} if done.md5 is not None else {})
 
 
 def _write_unit(
-    store: Store, cfg: RunConfig, unit: Unit, rows: list[dict[str, Any]], release: str
+    store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, release: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Stream one unit's samples into its tar shard and Parquet file(s); return (files, per-image digests)."""
     progress = Progress(f"convert {unit.name}", len(rows), log)
     parts = ParquetParts(store, f"{release}/parquet/split={unit.split}", unit.name, cfg)
     digests: list[dict[str, Any]] = []
     try:
-        with MultipartWriter(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar") as tar_sink:
-            with tarfile.open(fileobj=tar_sink, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in _fetch(store, rows, cfg):
-                    write_sample(tar, sample)
-                    parts.add(sample)
-                    digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
-                    progress.advance()
-                    faults.point("convert.sample")
+        with MultipartWriter(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar", md5=True) as tar_sink:
+            tar = TarStream(tar_sink)
+            for sample in _fetch(store, rows, cfg):
+                write_sample(tar, sample)
+                parts.add(sample)
+                digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
+                progress.advance()
+                faults.point("convert.sample")
+            tar.close()
             parts.close()
     except BaseException:
         parts.abort()
@@ -319,8 +373,9 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
         log.info("unit %s already converted in this run: skipped", unit.name)
         result: dict[str, Any] = get_json(store, done_key)
         return {k: v for k, v in result.items() if k != "digests"}
-    frame = get_frame(store, f"{prefix}/plan.parquet")
-    rows = records(frame[(frame["split"] == unit.split) & (frame["unit"] == unit.index)])
+    rows = UnitRows(
+        get_table(store, f"{prefix}/plan.parquet", [("split", "==", unit.split), ("unit", "==", unit.index)])
+    )
     files, digests = _write_unit(store, cfg, unit, rows, release)
     result = {"unit": unit.name, "split": unit.split, "images": len(rows), "files": files, "digests": digests}
     put_json(store, done_key, result)

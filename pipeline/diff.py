@@ -8,18 +8,16 @@ nothing: a patient's split is a pure function of those settings (see :mod:`pipel
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import nih, publish
 from pipeline.errors import PipelineError
 from pipeline.storage import Store
-from pipeline.workspace import release_prefix
+from pipeline.workspace import parquet_table, release_prefix
 
 SPLIT_SETTINGS = ("split_mode", "seed", "val_fraction", "test_fraction")
 SPLIT_LIST_FILES = (nih.TRAIN_VAL_LIST, nih.TEST_LIST)
@@ -131,7 +129,7 @@ def split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
 def read_metadata(store: Store, version: str) -> pa.Table:
     """Read a published release's ``metadata.parquet`` (only the columns a diff needs)."""
     body = store.get_bytes(f"{release_prefix(version)}/metadata.parquet")
-    return pq.read_table(io.BytesIO(body), columns=DIFF_COLUMNS)
+    return parquet_table(body, columns=DIFF_COLUMNS)
 
 
 def _published(store: Store, version: str) -> tuple[str, dict[str, Any]]:

@@ -136,9 +136,10 @@ def _shrink(img: Image.Image, long_side: int) -> Image.Image:
 
 @dataclass(frozen=True)
 class Processed:
-    """The published bytes of one image (and its downsized variant)."""
+    """What publishing one image takes: its converted bytes (None when the raw bytes are published as they
+    are, so a worker process never sends them back), its downsized variant and the published bytes' sha256."""
 
-    png: bytes
+    png: bytes | None
     small: bytes | None
     converted: bool
     sha256: str
@@ -157,9 +158,8 @@ def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int
         raise ImageError(f"raw object {key} does not match its manifest sha256; re-run extract")
     info = check_png(data)
     if info.is_gray8:
-        png, sha = data, expected_sha256
-    else:
-        png = to_gray8_png(data)
-        sha = hashlib.sha256(png).hexdigest()
+        small = downsize_png(data, variant_size) if variant_size else None
+        return Processed(None, small, False, expected_sha256)
+    png = to_gray8_png(data)
     small = downsize_png(png, variant_size) if variant_size else None
-    return Processed(png, small, not info.is_gray8, sha)
+    return Processed(png, small, True, hashlib.sha256(png).hexdigest())

@@ -11,21 +11,19 @@ quarantine table with its reason. The plan is kept in the run's workspace:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 import pipeline
 from pipeline import publish, split, stats, validate
 from pipeline.config import RunConfig
 from pipeline.crosscheck import Curated, attach_bboxes, reconcile, write_report
 from pipeline.storage import Store
-from pipeline.workspace import get_frame, get_json, put_frame, put_json, run_prefix
+from pipeline.workspace import get_frame, get_json, parquet_table, put_frame, put_json, run_prefix
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +71,7 @@ class Plan:
 
 def load_raw_images(store: Store, shard_prefixes: list[str]) -> pd.DataFrame:
     """Concatenate the per-shard raw manifests, in shard order."""
-    frames = [
-        pq.read_table(io.BytesIO(store.get_bytes(f"{p}/manifest.parquet"))).to_pandas() for p in sorted(shard_prefixes)
-    ]
+    frames = [parquet_table(store.get_bytes(f"{p}/manifest.parquet")).to_pandas() for p in sorted(shard_prefixes)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
 
 

@@ -96,7 +96,9 @@ def make_client(config: StoreConfig, max_pool: int = 32) -> S3Client:
         connect_timeout=5,
         read_timeout=60,
         max_pool_connections=max_pool,
-        s3={"addressing_style": "path"},
+        # Every upload carries a checksum header that the store verifies (SHA-256 or a part's CRC32) and the
+        # signature covers; signing the payload too would hash every byte once more.
+        s3={"addressing_style": "path", "payload_signing_enabled": False},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )

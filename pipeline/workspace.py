@@ -55,7 +55,22 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def parquet_table(body: bytes, **options: Any) -> pa.Table:
+    """Read Parquet bytes (``options`` as for ``pq.read_table``) on this thread.
+
+    pyarrow's thread pool, used for a read from a Python file object, may abort or hang the interpreter at
+    exit (apache/arrow#34314, #50482: ``terminate called without an active exception``, seen here once in
+    ``cxr releases diff``); the files read this way are small, so threads buy nothing.
+    """
+    return pq.read_table(io.BytesIO(body), use_threads=False, **options)
+
+
+def get_table(store: Store, rel: str, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+    """Read a Parquet object into an Arrow table; with ``filters`` (pyarrow's), only the matching rows."""
+    return parquet_table(store.get_bytes(rel), filters=filters)
+
+
 def get_frame(store: Store, rel: str) -> pd.DataFrame:
     """Read a Parquet object into a DataFrame."""
-    frame: pd.DataFrame = pq.read_table(io.BytesIO(store.get_bytes(rel))).to_pandas()
+    frame: pd.DataFrame = get_table(store, rel).to_pandas()
     return frame

@@ -60,3 +60,14 @@ def test_tarfile_streams_into_it(store: Store, tmp_path: Any) -> None:
     local.write_bytes(store.get_bytes("a.tar"))
     with tarfile.open(local) as tar:
         assert tar.extractfile("x.bin").read() == member.read_bytes()  # type: ignore[union-attr]
+
+
+def test_each_part_carries_a_crc32_the_store_keeps(store: Store, s3_client: Any) -> None:
+    data = os.urandom(11 * MIB)
+    with MultipartWriter(store, "crc.bin", part_size=5 * MIB, md5=False) as out:
+        out.write(data)
+    assert out.result is not None
+    assert out.result.md5 is None  # asked not to: only WebDataset shards need an MD5
+    head = s3_client.head_object(Bucket=store.bucket, Key=store.key("crc.bin"), ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].endswith("-3")  # composite over three parts, each checked on arrival
+    assert store.get_bytes("crc.bin") == data

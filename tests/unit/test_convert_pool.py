@@ -24,7 +24,7 @@ if __name__ == "__main__":
     from pipeline import convert
     data = Path(sys.argv[1]).read_bytes()
     rows = [{"mode": "L", "sha256": hashlib.sha256(data).hexdigest(), "key": f"k{i}"} for i in range(20)]
-    proc = convert._Processor(rows, 64)
+    proc = convert._Processor(len(rows), True, 64)
     sizes = {len(proc.submit(r, data).result().small) for r in rows}
     proc.close()
     print("pool" if proc.pool is not None else "inline", len(sizes))
@@ -51,8 +51,8 @@ def _inside_daemon(path: str, out: multiprocessing.Queue) -> None:  # type: igno
 
     data = Path(path).read_bytes()
     rows = [{"mode": "L", "sha256": hashlib.sha256(data).hexdigest(), "key": f"k{i}"} for i in range(20)]
-    proc = convert._Processor(rows, 64)
-    out.put((proc.pool is None, len(proc.submit(rows[0], data).result().small or b"")))
+    proc = convert._Processor(len(rows), True, 64)
+    out.put((proc.pool is None, len(proc.run(rows[0], data).small or b"")))
 
 
 def test_daemonic_processes_decode_in_thread() -> None:

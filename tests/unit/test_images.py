@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -67,3 +68,23 @@ def test_two_channel_keeps_the_gray_channel_and_16_bit_keeps_the_top_byte() -> N
     assert images.read_header(data).mode == "L;16"
     with Image.open(io.BytesIO(images.to_gray8_png(data))) as img:
         assert np.array_equal(np.asarray(img), gray.astype(np.uint8))
+
+
+def test_a_gray8_image_is_published_as_its_raw_bytes_and_others_are_converted_once() -> None:
+    raw = REAL[0].read_bytes()
+    kept = images.process_image(raw, hashlib.sha256(raw).hexdigest(), "raw/a.png", 256)
+    assert kept.png is None  # the caller publishes ``raw`` itself; a worker never sends it back
+    assert (kept.converted, kept.sha256) == (False, hashlib.sha256(raw).hexdigest())
+    with Image.open(io.BytesIO(kept.small or b"")) as small:
+        assert (small.mode, max(small.size)) == ("L", 256)
+    rgba = _png(np.dstack([np.full((32, 48, 3), 90, np.uint8), np.full((32, 48), 255, np.uint8)]), "RGBA")
+    changed = images.process_image(rgba, hashlib.sha256(rgba).hexdigest(), "raw/b.png", None)
+    assert changed.png is not None
+    assert (changed.converted, changed.small) == (True, None)
+    assert changed.sha256 == hashlib.sha256(changed.png).hexdigest()
+
+
+def test_bytes_that_differ_from_the_manifest_name_the_object_and_the_fix() -> None:
+    raw = REAL[0].read_bytes()
+    with pytest.raises(images.ImageError, match=r"raw object raw/a\.png does not match .*re-run extract"):
+        images.process_image(raw, "0" * 64, "raw/a.png", None)
