@@ -32,7 +32,7 @@ import time
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,54 +195,79 @@ def _floors(decode_s: float, put: Timing, put_bytes: int, written_per_image: flo
     return {"own": own, "shared": shared}
 
 
-def run() -> dict[str, Any]:
-    """Measure ours, the floor and the peers side by side, rounds interleaved; return the table and figures."""
-    src = _source()
-    files = _loose_files(src)
-    peers = os.environ.get("CXR_BENCH_PEERS", "1") != "0" and _ensure_peers()
-    ours: dict[str, list[Timing]] = {path: [] for path in PATHS}
-    written: dict[str, int] = {}
-    puts: list[Timing] = []
-    peer_timings: dict[str, list[Timing]] = {}
+@dataclass
+class Rounds:
+    """Every round's timings: ours per path, the PUT ceiling, and each peer run (keyed ``path|tool``)."""
+
+    ours: dict[str, list[Timing]] = field(default_factory=lambda: {path: [] for path in PATHS})
+    written: dict[str, int] = field(default_factory=dict)
+    puts: list[Timing] = field(default_factory=list)
+    put_bytes: int = 0
+    peers: dict[str, list[Timing]] = field(default_factory=dict)
+
+
+def _measure_rounds(src: Path, files: Path, peers: bool) -> Rounds:
+    """PUT ceiling, ours on both paths, then the peers, ``REPEAT`` times over (interleaved, so load from
+    elsewhere hits all alike)."""
+    rounds = Rounds()
     with LocalS3() as info:
         os.environ.update(info.env())
         Store(tasks.config_from_params({"source": ".", "store": "s3://bench-convert"}, "b").store).ensure_bucket()
         for round_no in range(REPEAT):
-            put, put_bytes = _put(files, info, round_no)
-            puts.append(put)
+            put, rounds.put_bytes = _put(files, info, round_no)
+            rounds.puts.append(put)
             for path, variant in zip(PATHS, (0, 256), strict=True):
-                timing, written[path] = _ours(src, info, variant, round_no)
-                ours[path].append(timing)
+                timing, rounds.written[path] = _ours(src, info, variant, round_no)
+                rounds.ours[path].append(timing)
             for key, timing in (_peer_round(files) if peers else {}).items():
-                peer_timings.setdefault(key, []).append(timing)
-    put = _median(puts)
+                rounds.peers.setdefault(key, []).append(timing)
+    return rounds
+
+
+def _our_rows(files: Path, rounds: Rounds) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Ours and both floors per path (medians), and the figures behind them."""
+    put = _median(rounds.puts)
     rows, figures = [], {}
     for path, variant in zip(PATHS, (0, 256), strict=True):
-        floors = _floors(_decode_cost(files, variant), put, put_bytes, written[path] / IMAGES)
-        mine = _median(ours[path])
+        floors = _floors(_decode_cost(files, variant), put, rounds.put_bytes, rounds.written[path] / IMAGES)
+        mine = _median(rounds.ours[path])
         rows.append(_row(path, "ours -> parquet + webdataset, into S3", IMAGES / mine.wall, mine, floors))
         rows.append(_row(path, "floor, store on its own machines", floors["own"], None, floors))
         rows.append(_row(path, "floor, store on these cores", floors["shared"], None, floors))
         figures[path] = {
             "ours_images_s": IMAGES / mine.wall,
-            "ours_rounds_images_s": [IMAGES / t.wall for t in ours[path]],
-            "bytes_written": written[path],
+            "ours_rounds_images_s": [IMAGES / t.wall for t in rounds.ours[path]],
+            "bytes_written": rounds.written[path],
             **floors,
         }
-    for key, timings in peer_timings.items():
+    return rows, figures
+
+
+def _peer_rows(rounds: Rounds, figures: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The peers' rows (medians); notes the faster peer of each path and our ratio to it in ``figures``."""
+    rows = []
+    for key, timings in rounds.peers.items():
         path, tool = key.split("|")
-        timing = _median(timings)
-        floors = {"own": figures[path]["own"], "shared": figures[path]["shared"]}
-        rows.append(_row(path, tool, IMAGES / timing.wall, timing, floors))
+        rows.append(_row(path, tool, IMAGES / _median(timings).wall, _median(timings), figures[path]))
     for path in PATHS:
-        peer_speeds = [IMAGES / _median(t).wall for key, t in peer_timings.items() if key.startswith(f"{path}|")]
-        best = max(peer_speeds, default=0.0)
+        best = max((r["images/s"] for r in rows if r["path"] == path), default=0.0)
         figures[path]["faster_peer_images_s"] = best
         figures[path]["x_faster_peer"] = figures[path]["ours_images_s"] / best if best else None
+    return rows
+
+
+def run() -> dict[str, Any]:
+    """Measure ours, the floor and the peers side by side, rounds interleaved; return the table and figures."""
+    src = _source()
+    files = _loose_files(src)
+    rounds = _measure_rounds(src, files, os.environ.get("CXR_BENCH_PEERS", "1") != "0" and _ensure_peers())
+    rows, figures = _our_rows(files, rounds)
+    rows += _peer_rows(rounds, figures)
+    put = _median(rounds.puts)
     notes = [
         f"{IMAGES} images of 1024x1024, {CORES} cores, {platform.processor() or platform.machine()}, median of "
-        f"{REPEAT} interleaved rounds; store PUT {put_bytes / put.wall / 1e6:.0f} MB/s with "
-        f"{1000 * (put.cpu + put.store_cpu) / (put_bytes / 1e6):.1f} CPU ms/MB (client + store), same run",
+        f"{REPEAT} interleaved rounds; store PUT {rounds.put_bytes / put.wall / 1e6:.0f} MB/s with "
+        f"{1000 * (put.cpu + put.store_cpu) / (rounds.put_bytes / 1e6):.1f} CPU ms/MB (client + store), same run",
         *(
             f"{path}: ours = {f['x_faster_peer']:.2f}x the faster peer ({f['faster_peer_images_s']:.0f} images/s)"
             for path, f in figures.items()
