@@ -15,7 +15,7 @@ run skips unchanged archives, converts nothing and reports the release that alre
 
 **Params** (trigger form): `source` (default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`, default
 `$CXR_STORE`), `release` (version override), `split_mode` and `seed`, `shards` (subset of archives),
-`variant_size` (downsized PNG, 0 = none), `dry_run` (plan only: nothing claimed or published),
+`variant_size` (downsized PNG, 0 = none), `shard_size_mb` (WebDataset shard size), `dry_run` (plan only),
 `force` (rebuild although unchanged), `store_conn_id` (Airflow connection with the store's endpoint and keys).
 
 **Credentials**: the AWS-type connection `cxr_store` (`endpoint_url` in its extra), looked up when a task
@@ -260,6 +260,14 @@ def publish_release() -> dict[str, Any]:
             maximum=1024,
             title="Variant size",
             description="Long side in px of the downsized PNG copy (0 = none; else 16-1024)",
+        ),
+        "shard_size_mb": Param(
+            1024,
+            type="integer",
+            minimum=1,
+            maximum=65536,
+            title="Shard size (MB)",
+            description="Target size of each WebDataset tar shard, and of each conversion task's share of a split",
         ),
         "dry_run": Param(
             False,

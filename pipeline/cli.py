@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "data_entry": args.data_entry,
         "checksums": args.checksums,
         "variant_size": args.variant_size,
+        "shard_size_mb": args.shard_size_mb,
     }
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
     summary = tasks.run_all(cfg)
@@ -153,6 +154,12 @@ def _add_run(sub: Any) -> None:
         type=int,
         default=256,
         help="long side of the downsized PNG copy (0 = none)",
+    )
+    p.add_argument(
+        "--shard-size-mb",
+        type=int,
+        default=1024,
+        help="target size of each WebDataset shard (and conversion unit) in MB",
     )
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

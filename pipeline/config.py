@@ -95,6 +95,8 @@ class RunConfig:
             raise ValueError(f"split mode {self.split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
         if self.variant_size is not None and not 16 <= self.variant_size <= 1024:
             raise ValueError(f"variant size {self.variant_size} must lie in 16..1024 px (or be off)")
+        if not 1 << 20 <= self.shard_target_bytes <= 64 << 30:
+            raise ValueError(f"shard size {self.shard_target_bytes >> 20} MB must lie in 1..65536 MB")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
             raise ValueError("val and test fractions must lie in [0, 1)")
 

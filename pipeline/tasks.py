@@ -29,6 +29,7 @@ PARAM_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "val_fraction": 0.1,
     "variant_size": 256,
+    "shard_size_mb": 1024,
     "test_fraction": 0.2,
     "shards": None,
     "force": False,
@@ -75,6 +76,7 @@ def config_from_params(
         checksums=merged["checksums"],
         dry_run=bool(merged["dry_run"]),
         variant_size=int(merged["variant_size"]) or None,
+        shard_target_bytes=int(merged["shard_size_mb"]) << 20,
         run_id=run_id,
     )
 

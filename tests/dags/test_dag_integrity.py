@@ -110,7 +110,18 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
     from pipeline.tasks import PARAM_DEFAULTS
 
     params = dagbag.dags["nih_cxr_release"].params
-    wanted = {"source", "store", "release", "split_mode", "seed", "shards", "variant_size", "dry_run", "force"}
+    wanted = {
+        "source",
+        "store",
+        "release",
+        "split_mode",
+        "seed",
+        "shards",
+        "variant_size",
+        "shard_size_mb",
+        "dry_run",
+        "force",
+    }
     assert wanted | {"store_conn_id"} == set(params.keys())
     for key in params:
         assert params[key] == PARAM_DEFAULTS[key], f"{key}: form default differs from the pipeline's"
@@ -120,7 +131,14 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("release", "../2026"), ("store", "/not/s3"), ("seed", -1), ("variant_size", 4096), ("split_mode", "random")],
+    [
+        ("release", "../2026"),
+        ("store", "/not/s3"),
+        ("seed", -1),
+        ("variant_size", 4096),
+        ("shard_size_mb", 0),
+        ("split_mode", "random"),
+    ],
 )
 def test_form_refuses_bad_values_before_a_run_starts(dagbag: Any, key: str, value: object) -> None:
     import copy

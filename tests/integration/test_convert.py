@@ -167,3 +167,38 @@ def test_webdataset_shards_read_back_and_match_their_index(two_runs: Any, s3_cli
         assert json.loads(sample["json"])["labels"] == row["labels"]
         vector = np.load(io.BytesIO(sample["labels.npy"]))
         assert int(vector[-1]) == int(row["no_finding"])
+
+
+def test_shard_size_and_variant_off_are_honoured_from_the_command_line(
+    real_source: Path, s3_stack: StackInfo, s3_client: Any, tmp_path: Path
+) -> None:
+    from tests.integration.releases import cxr
+
+    s3_client.create_bucket(Bucket="convert-small")
+    args = ["run", "--source", str(real_source), "--store", "s3://convert-small/c", "--release", "r1"]
+    done = cxr([*args, "--shard-size-mb", "1", "--variant-size", "0"], s3_stack.env())
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(
+        s3_client.get_object(Bucket="convert-small", Key="c/releases/r1/manifest.json")["Body"].read()
+    )
+    tars = sorted(f["path"] for f in manifest["files"] if f["path"].endswith(".tar"))
+    for split in {path.split("/")[1] for path in tars}:
+        names = [path.rsplit("/", 1)[1] for path in tars if path.split("/")[1] == split]
+        assert names == [f"{split}-{i:06d}.tar" for i in range(len(names))]  # numbered from 0, no gaps
+    assert len(tars) > 3  # 8 images of ~0.4 MB in 1 MB shards: more than one shard per split
+    largest_image = max(path.stat().st_size for path in IMAGES)
+    for entry in manifest["files"]:
+        if entry["path"].endswith(".tar"):
+            assert entry["size"] <= (1 << 20) + largest_image + 64 * 1024, entry  # a shard closes once past 1 MB
+            local = tmp_path / Path(entry["path"]).name
+            local.write_bytes(
+                s3_client.get_object(Bucket="convert-small", Key=f"c/releases/r1/{entry['path']}")["Body"].read()
+            )
+            for sample in wds.WebDataset(str(local), shardshuffle=False):
+                assert "small.png" not in sample  # variant off: no downsized member
+    import pyarrow.parquet as pq
+
+    for entry in manifest["files"]:
+        if entry["path"].startswith("parquet/"):
+            body = s3_client.get_object(Bucket="convert-small", Key=f"c/releases/r1/{entry['path']}")["Body"].read()
+            assert pq.read_table(io.BytesIO(body)).column("image_small").null_count == entry["rows"]
