@@ -41,3 +41,14 @@ def run_child(module: str, args: list[str], env: dict[str, str], what: str) -> d
         raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def rss_mb(field: str = "VmHWM") -> float:
+    """This process's resident set in MB from ``/proc/self/status``: ``VmHWM`` (peak) or ``VmRSS`` (now).
+
+    ``ru_maxrss`` would not do for the peak: it includes the parent's before ``exec``.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")

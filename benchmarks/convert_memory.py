@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import run_child
+from benchmarks import rss_mb, run_child
 from pipeline import tasks
 from pipeline.stack import LocalS3, StackInfo
 from pipeline.storage import Store
@@ -56,16 +56,9 @@ def _child(params: dict[str, Any], units: list[dict[str, Any]], info: StackInfo)
     return run_child("benchmarks.convert_memory", ["--child", spec], info.env(), "the convert child")
 
 
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _sample_rss(samples: list[float], stop: threading.Event) -> None:
     while not stop.wait(0.2):
-        samples.append(_rss_mb("VmRSS"))
+        samples.append(rss_mb("VmRSS"))
 
 
 def _quarters(samples: list[float]) -> list[float]:
@@ -78,7 +71,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     """In the child: convert every unit in this process; report images, seconds and RSS."""
     cfg = tasks.config_from_params(spec["params"], run_id=f"memory-{sum(u['images'] for u in spec['units'])}")
     Store(cfg.store).exists("warm-up")  # imports and the client, before the baseline
-    before = _rss_mb("VmRSS")
+    before = rss_mb("VmRSS")
     samples: list[float] = []
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_rss, args=(samples, stop), daemon=True)
@@ -93,7 +86,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
         "largest_unit": max(u["images"] for u in spec["units"]),
         "seconds": time.perf_counter() - started,
         "rss_after_imports_mb": before,
-        "rss_peak_mb": _rss_mb("VmHWM"),
+        "rss_peak_mb": rss_mb("VmHWM"),
         "rss_by_quarter_mb": [round(q) for q in _quarters(samples)],
     }
 

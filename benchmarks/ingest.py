@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import statistics
 import sys
 import tarfile
@@ -36,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks import run_child
+from benchmarks import rss_mb, run_child
 from pipeline.stack import LocalS3, StackInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,20 +135,12 @@ def extract_main(archive: str, store_uri: str) -> dict[str, Any]:
 
     store = Store(StoreConfig.from_env(store_uri))
     ref = sources._local_ref(Path(archive))
-    before = peak_rss_mb()
+    before = rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
     result = extract.extract_shard(store, ref, upload_workers=WORKERS)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     figures = {"seconds": seconds, "cpu_seconds": cpu, "images": result.images}
-    return figures | {"rss_before_mb": before, "rss_peak_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set in MB (VmHWM; ru_maxrss would include the parent's before exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return figures | {"rss_before_mb": before, "rss_peak_mb": rss_mb()}
 
 
 def _row(

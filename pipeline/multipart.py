@@ -157,8 +157,7 @@ class MultipartWriter(io.RawIOBase):
         try:
             self._finish()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._stop_threads()
         assert self.result is not None
         return self.result
 
@@ -167,8 +166,11 @@ class MultipartWriter(io.RawIOBase):
         try:
             self._abort()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        for pool in (self._pool, self._hasher):
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> MultipartWriter:
         return self
