@@ -44,7 +44,13 @@ from airflow.sdk import Asset, AssetAlias, Param, TriggerRule, dag, get_current_
 log = logging.getLogger(__name__)
 
 RELEASES = AssetAlias("nih_cxr_releases")
-VERSION_PATTERN = "^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
+#: pipeline.config.check_version as a JSON-schema pattern, so the trigger form refuses what a run would: the
+#: whole name (``(?![\s\S])`` is the end of the text in both Python and JavaScript; ``$`` would accept a trailing
+#: newline), and not the reserved ``latest`` or ``*.json`` in any case (JavaScript has no inline ``(?i)``).
+VERSION_PATTERN = (
+    r"^(?![Ll][Aa][Tt][Ee][Ss][Tt](?![\s\S]))(?![\s\S]*\.[Jj][Ss][Oo][Nn](?![\s\S]))"
+    r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}(?![\s\S])"
+)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
@@ -73,7 +79,7 @@ def _run(stage: str, *args: Any) -> Any:
     from airflow.sdk.exceptions import AirflowFailException
 
     from pipeline import config, connections, tasks
-    from pipeline.errors import PipelineError
+    from pipeline.errors import PipelineError, one_line
 
     ctx = get_current_context()
     params = dict(ctx["params"])
@@ -86,16 +92,28 @@ def _run(stage: str, *args: Any) -> Any:
         log.info("store %s, settings from %s", connections.describe(cfg.store), origin)
         return getattr(tasks, stage)(cfg, *args)
     except PipelineError as exc:
+        # One line on top of the task log says what failed and what to do; Airflow's own report follows it.
         _record_error(ctx, exc)
+        _log_failure(one_line(exc), exc)
         if exc.retryable:
             raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the input's fault: no traceback
     except ValueError as exc:
         _record_error(ctx, exc)
+        _log_failure(f"bad parameters or data: {one_line(exc)}", exc)
         raise AirflowFailException(f"bad parameters or data: {exc}") from exc
     except Exception as exc:
         _record_error(ctx, exc)
+        log.error("internal error (a bug, not the input): %s; its traceback follows", one_line(exc))
         raise
+
+
+def _log_failure(line: str, exc: BaseException) -> None:
+    """Log ``line`` (what failed and what to do) first, then the message's further lines, if any."""
+    log.error("%s", line)
+    details = str(exc).strip().splitlines()[1:]
+    if details:
+        log.error("%s", "\n".join(details))
 
 
 def _record_error(ctx: Any, exc: BaseException) -> None:
@@ -116,12 +134,21 @@ def _summarise(context: Any) -> None:
     if reason != "success":
         failure = {"reason": f"the run {reason.replace('_', ' ')}"}
         if ti is not None:
-            error = ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index, key="error")
+            error = _pull(ti, task_ids=ti.task_id, map_indexes=ti.map_index, key="error")
             failure = {"task": ti.task_id, "map_index": ti.map_index, "try_number": ti.try_number}
             failure["reason"] = error or f"{reason.replace('_', ' ')} (see the task's log)"
     elif ti is not None:
-        outcome = ti.xcom_pull(task_ids="publish_release") or ti.xcom_pull(task_ids="plan_release", key="plan")
+        outcome = _pull(ti, task_ids="publish_release") or _pull(ti, task_ids="plan_release", key="plan")
     log.info("%s", tasks.run_summary(context["dag"].dag_id, context["run_id"], outcome, failure))
+
+
+def _pull(ti: Any, **kwargs: Any) -> Any:
+    """``ti.xcom_pull``, or None where a callback cannot reach XCom (``dag.test()`` runs callbacks in-process)."""
+    try:
+        return ti.xcom_pull(**kwargs)
+    except Exception as exc:  # the summary loses a detail; the callback must not fail with a traceback
+        log.warning("run summary: could not read XCom %s (%s: %s)", kwargs, type(exc).__name__, exc)
+        return None
 
 
 @task(execution_timeout=dt.timedelta(minutes=15))

@@ -22,7 +22,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.extract import shard_prefix
 from pipeline.plan import Plan, load_raw_images
 from pipeline.storage import Store
 from pipeline.workspace import get_frame, run_prefix
@@ -34,6 +33,7 @@ IMAGE_CODES = (
     "duplicate_image",
     "image_without_row",
     "image_in_no_split_list",
+    "undecodable_image",  # found at conversion (pipeline.convert.UNDECODABLE)
 )
 
 
@@ -96,11 +96,17 @@ def _check_digests(expected: dict[str, str], found: dict[str, str], where: str) 
         )
 
 
-def check(store: Store, plan: Plan, meta: pd.DataFrame, files: list[dict[str, Any]]) -> Accounting:
-    """Check the run's accounting (see the module doc); raise :class:`AccountingError` on any mismatch."""
+def check(
+    store: Store, plan: Plan, meta: pd.DataFrame, files: list[dict[str, Any]], quarantine: pd.DataFrame | None = None
+) -> Accounting:
+    """Check the run's accounting (see the module doc); raise :class:`AccountingError` on any mismatch.
+
+    ``quarantine`` is the release's whole quarantine (the plan's and conversion's rows); by default the plan's.
+    """
     prefix = run_prefix(plan.run_id)
-    raw = load_raw_images(store, [shard_prefix(name) for name in plan.sources.get("archives_sha256", {})])
-    quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
+    raw = load_raw_images(store, plan.sources.get("archives_sha256", {}))  # exactly the archives the plan used
+    if quarantine is None:
+        quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
     published = Counter(str(name) for name in meta["image_index"])
     repeated = sorted(name for name, n in published.items() if n > 1)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import card_plots, nih
+from pipeline.crosscheck import kinds_text
 from pipeline.diff import ReleaseDiff
 from pipeline.split import SPLITS
 
@@ -62,6 +63,8 @@ class CardFacts:
     validation: dict[str, Any]
     diff: ReleaseDiff | None
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: ``crosscheck.accounting_summary``: quarantined per kind, and references to images not in this source.
+    accounting: dict[str, Any] = field(default_factory=dict)
 
 
 NOTE_TEXT = {
@@ -182,6 +185,21 @@ def _patients_section(facts: CardFacts) -> list[str]:
     ]
 
 
+def _accounting_rows(facts: CardFacts) -> list[list[Any]]:
+    lost = facts.accounting.get("quarantined_by_kind", {})
+    absent = facts.accounting.get("not_in_source", {})
+    where = "left out of the release and listed with their reason in `quarantine.parquet`"
+    rows: list[list[Any]] = [["items quarantined", facts.quirks.get("quarantined", 0),
+                              f"{where}: {kinds_text(lost)}" if lost else where]]  # fmt: skip
+    if absent:
+        rows.append([
+            "references to images not in this source (subset)", f"{sum(absent.values()):,}",
+            f"{kinds_text(absent)} name images this source does not hold (a partial download): not lost, not errors, "
+            "not in `quarantine.parquet`; `manifest.json` counts them under `not_in_source`",
+        ])  # fmt: skip
+    return rows
+
+
 def _quirks_section(facts: CardFacts) -> list[str]:
     q = facts.quirks
     rows = [
@@ -189,8 +207,7 @@ def _quirks_section(facts: CardFacts) -> list[str]:
          "RGBA/LA/16-bit PNGs re-encoded once; `converted` is true and `original_mode` names the source mode"],
         ["ages flagged", q.get("flagged_ages", 0),
          "impossible or unreadable ages are null in `age_years` (the source text is not guessed at)"],
-        ["items quarantined", q.get("quarantined", 0),
-         "left out of the release and listed with their reason in `quarantine.parquet`"],
+        *_accounting_rows(facts),
     ]  # fmt: skip
     lines = ["## Quirks of the source and what was done", "", *_table(["quirk", "count", "handling"], rows)]
     if facts.quarantine_reasons:

@@ -8,14 +8,61 @@ and ``ui`` (the Airflow UI on loopback). Progress bars live here, and only here.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TextIO
 
 from pipeline import cli_releases, progress
-from pipeline.errors import PipelineError
+from pipeline.errors import (
+    LocalDiskError,
+    PipelineError,
+    StoreAccessError,
+    StoreNotFoundError,
+    UsageError,
+    local_disk_error,
+)
+
+#: Exit codes of every ``cxr`` command (README, "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run or check failed: bad data, validation, conflict, mismatch, store unavailable after retries
+EXIT_USAGE = 2  # bad arguments: options, release names, store locations, bucket names, endpoint URL
+EXIT_STORE = 3  # the store refused the keys (access denied, unknown key, wrong secret) or lacks the bucket (or object)
+EXIT_LOCAL_DISK = 4  # this machine's disk refused a write: $TMPDIR (or a local file) full, over quota or read-only
+EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE): one line here, the traceback in a file
+EXIT_INTERRUPTED = 130
+#: Error kind -> exit code; the first kind the error is an instance of wins.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (UsageError, EXIT_USAGE),
+    (StoreAccessError, EXIT_STORE),
+    (StoreNotFoundError, EXIT_STORE),
+    (LocalDiskError, EXIT_LOCAL_DISK),
+    (PipelineError, EXIT_FAILED),
+    (FileExistsError, EXIT_USAGE),  # `cxr synth` into a directory that is not empty
+)
+#: Modules whose plain ``ValueError`` is about an argument or setting: the command line, settings, connections,
+#: run parameters, ``synth``, the local stack and Airflow helpers. Raised anywhere else, a bare ``ValueError`` is a
+#: bug (errors about the input are :class:`PipelineError` kinds).
+USAGE_MODULES = frozenset(
+    {
+        "pipeline.cli",
+        "pipeline.cli_releases",
+        "pipeline.config",
+        "pipeline.connections",
+        "pipeline.tasks",
+        "pipeline.synth",
+        "pipeline.stack.info",
+        "pipeline.airflow_local",
+    }
+)
+#: Where the traceback of an internal error is written (default: the temporary directory).
+LOG_DIR_ENV = "CXR_LOG_DIR"
 
 
 class TerminalProgress:
@@ -45,6 +92,7 @@ def _setup_output(verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline import tasks
+    from pipeline.crosscheck import accounting_lines
 
     params = {
         "source": args.source,
@@ -68,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"release {summary['version']}: {state}")
     for split, count in summary["counts"].items():
         print(f"  {split:<5} {count:>7} images")
-    print(f"  quarantined {summary['quarantined']}")
+    print("\n".join(f"  {line}" for line in accounting_lines(summary)))
     return 0
 
 
@@ -209,21 +257,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_in(tb: TracebackType | None) -> str:
+    """The module of the innermost ``pipeline`` frame of a traceback ("" when none is)."""
+    module = ""
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if name == "pipeline" or name.startswith("pipeline."):
+            module = name
+        tb = tb.tb_next
+    return module
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code of an error a user can cause (:data:`EXIT_CODES`); None for a bug."""
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    if isinstance(exc, ValueError) and _raised_in(exc.__traceback__) in USAGE_MODULES:
+        return EXIT_USAGE
+    if isinstance(exc, OSError) and local_disk_error(exc, "writing") is not None:
+        return EXIT_LOCAL_DISK
+    if isinstance(exc, OSError) and exc.filename is not None:  # a local path that is missing or not ours to use
+        return EXIT_FAILED
+    return None
+
+
+def _user_message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+        disk = local_disk_error(exc, "writing a local file")
+        if disk is not None:
+            return str(disk)
+        return f"{exc.strerror or exc}: {exc.filename}; check that it exists and that this user may use it"
+    return str(exc)
+
+
+def _write_traceback(exc: BaseException) -> str:
+    """Write the full traceback of ``exc`` to a log file; return where (or why it could not be written)."""
+    folder = os.environ.get(LOG_DIR_ENV) or tempfile.gettempdir()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"cxr-traceback-{stamp}-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"cxr {' '.join(sys.argv[1:])}\n")
+            traceback.print_exception(exc, file=out)
+    except OSError as err:
+        return f"the traceback could not be written to {folder} ({err.strerror or err}); rerun with -v to see it"
+    return f"the traceback is in {path}"
+
+
+def report_error(exc: BaseException, verbose: bool = False) -> int:
+    """Print ``exc`` as one ``error:`` line on stderr (its further lines, if any, below it); return its exit code.
+
+    An error a user can cause shows its message only. Anything else is a bug: one line naming it and the log file
+    its traceback was written to (printed too with ``-v``), exit :data:`EXIT_INTERNAL`.
+    """
+    code = exit_code(exc)
+    if code is not None:
+        print(f"error: {_user_message(exc)}", file=sys.stderr)
+        return code
+    if verbose:
+        traceback.print_exception(exc, file=sys.stderr)
+    first = (str(exc).strip().splitlines() or [""])[0][:500]
+    print(
+        f"error: internal error (a bug in cxr, not a problem with your input): {type(exc).__name__}: {first}; "
+        f"{_write_traceback(exc)}; please report it with that file",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cxr`` console script."""
+    """Entry point of the ``cxr`` console script: exit codes :data:`EXIT_CODES`, no traceback for user errors."""
     args = build_parser().parse_args(argv)
     _setup_output(args.verbose)
     try:
         code: int = args.func(args)
-    except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        return report_error(exc, verbose=args.verbose)
     return code
 
 

@@ -22,7 +22,17 @@ def _store(args: argparse.Namespace) -> Store:
     from pipeline.config import StoreConfig
     from pipeline.storage import Store
 
-    return Store(StoreConfig.from_env(args.store))
+    store = Store(StoreConfig.from_env(args.store))
+    store.require_bucket()  # a missing bucket is named as such, not reported as "no release published"
+    return store
+
+
+def _check_versions(*versions: str) -> None:
+    """Refuse a release argument that is neither ``latest`` nor a release name (``../v1``) before the store is asked."""
+    from pipeline.config import check_version_arg
+
+    for version in versions:
+        check_version_arg(version)
 
 
 def human_size(size: float) -> str:
@@ -103,12 +113,14 @@ def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
 def cmd_show(args: argparse.Namespace) -> int:
     from pipeline import publish
 
+    _check_versions(args.version)
     store = _store(args)
     version = publish.resolve_version(store, args.version)
     manifest = publish.read_manifest(store, version)
     if manifest is None:
-        print(f"release {version} is not published in {store.uri('releases/')}; see `cxr releases list`")
-        return 1
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"release {version} is not published in {store.uri('releases/')}; see `cxr releases list`")
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
@@ -121,6 +133,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from pipeline import diff
 
+    _check_versions(args.old, args.new)
     changes = diff.diff_releases(_store(args), args.old, args.new)
     print(diff.render_json(changes) if args.json else diff.render_text(changes, limit=args.limit))
     return 0
@@ -129,6 +142,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from pipeline import publish
 
+    _check_versions(args.release)
     report = publish.verify_release(_store(args), args.release, limit=args.limit)
     if args.json:
         print(json.dumps({"version": report.version, "ok": report.ok, "files": report.files,

@@ -118,7 +118,17 @@ class Release:
         Files already there with the right checksum are kept. Returns the local paths, in manifest order.
         """
         parts = [f for f in self.files("parquet", split) if f["path"].startswith("parquet/")]
-        return [self._fetch(entry, Path(dest) / self.version / entry["path"]) for entry in parts]
+        return [self._fetch(entry, self._local_path(Path(dest), entry["path"])) for entry in parts]
+
+    def _local_path(self, dest: Path, path: str) -> Path:
+        """``dest/<version>/<path>``, refusing a manifest path that would lead outside it (``..``, absolute)."""
+        parts = path.split("/")
+        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
+            raise PipelineError(
+                f"release {self.version}'s manifest lists {path!r}, which is not a plain relative path; nothing was "
+                f"written for it: run `cxr verify --release {self.version}` and tell the data engineers"
+            )
+        return dest / self.version / Path(*parts)
 
     def _fetch(self, entry: dict[str, Any], target: Path) -> Path:
         if target.is_file() and _sha256_file(target) == entry["sha256"]:

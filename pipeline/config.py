@@ -22,10 +22,113 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from pipeline.errors import UsageError
+
 SplitMode = Literal["auto", "official", "patient-hash"]
 SPLIT_MODES: tuple[str, ...] = ("auto", "official", "patient-hash")
-VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+#: A release version: ASCII letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
+#: Always applied with ``fullmatch`` (``$`` alone would accept a trailing newline).
+VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", re.ASCII)
+#: Names a version cannot take because the store's layout uses them: ``releases/latest.json`` and the
+#: ``latest`` alias of every command; any ``*.json`` would share a name with a file beside the versions.
+RESERVED_VERSIONS = frozenset({"latest"})
+RESERVED_VERSION_SUFFIX = ".json"
+#: Top-level folders of a store's layout and what they hold; a store prefix may not pass through one (it would
+#: sit inside a published release, the raw zone or a run's workspace of the store above it).
+STORE_LAYOUT_DIRS: dict[str, str] = {"releases": "published releases", "raw": "the raw zone", "runs": "run workspaces"}
+#: S3 bucket naming rules (general purpose buckets): 3-63 lowercase letters, digits, dots and hyphens.
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+_BUCKET_IP_RE = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", re.ASCII)
+_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 DEFAULT_STORE_CONN_ID = "cxr_store"
+
+
+class InvalidNameError(UsageError):
+    """A release version, store location or bucket name given by a user is not acceptable (``cxr`` exits 2)."""
+
+
+def check_version(version: str) -> str:
+    """Return ``version`` when it can name a release; raise :class:`InvalidNameError` saying why not.
+
+    Refused: anything :data:`VERSION_RE` does not match whole (``v1\\n``, ``../v1``, ``a/b``, non-ASCII), and the
+    reserved names ``latest`` and ``*.json`` (in any case), which the store's layout already uses.
+    """
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise InvalidNameError(
+            f"release version {version!r} must match {VERSION_RE.pattern} whole: 1-64 ASCII letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (no '/', no whitespace)"
+        )
+    lowered = version.lower()
+    if lowered in RESERVED_VERSIONS or lowered.endswith(RESERVED_VERSION_SUFFIX):
+        raise InvalidNameError(
+            f"release version {version!r} is reserved (the store keeps releases/latest.json, and 'latest' names "
+            "the newest release in every command): choose another version, e.g. v1 or 2026.11.26"
+        )
+    return version
+
+
+def check_version_arg(version: str) -> str:
+    """Return a version a user asks for (``latest`` or a release name); raise :class:`InvalidNameError` otherwise."""
+    return version if version == "latest" else check_version(version)
+
+
+def _bucket_problem(bucket: str) -> str | None:
+    if not _BUCKET_RE.fullmatch(bucket):
+        return "use 3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit"
+    if ".." in bucket:
+        return "two dots in a row are not allowed"
+    if _BUCKET_IP_RE.fullmatch(bucket):
+        return "a bucket name may not look like an IP address"
+    if bucket.startswith(_BUCKET_RESERVED_PREFIXES) or bucket.endswith(_BUCKET_RESERVED_SUFFIXES):
+        return "the name uses a prefix or suffix S3 reserves"
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    if any(c in path for c in "?#\r\n\0"):
+        return "a '?', '#' or control character"
+    segments = path.split("/") if path else []
+    if "" in segments:
+        return "an empty segment ('//')"
+    dots = [s for s in segments if s in (".", "..")]
+    return f"a {dots[0]!r} segment" if dots else None
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Split ``s3://bucket/key/or/prefix`` into a valid bucket name and a clean key (no slash at either end).
+
+    Refused with :class:`InvalidNameError`: another scheme, a bucket name S3's naming rules refuse, and a
+    path with an empty segment (``p//q``: S3-compatible stores such as SeaweedFS fold it to ``p/q``, so the
+    keys written and the keys listed would differ), a ``.`` or ``..`` segment, or a ``?``, ``#`` or control
+    character. One trailing ``/`` is fine (``s3://bucket/prefix/``).
+    """
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise InvalidNameError(f"{uri!r} is not an s3://BUCKET[/PREFIX] URI")
+    bucket, _, path = uri.removeprefix("s3://").partition("/")
+    problem = _bucket_problem(bucket)
+    if problem:
+        raise InvalidNameError(f"{uri!r}: {bucket!r} is not a valid S3 bucket name ({problem})")
+    path = path.removesuffix("/")
+    problem = _path_problem(path)
+    if problem:
+        raise InvalidNameError(f"{uri!r} has {problem} in its path: write the location without it")
+    return bucket, path
+
+
+def split_store_uri(uri: str) -> tuple[str, str]:
+    """Split a *store* URI into bucket and prefix: :func:`split_s3_uri`, and the prefix may not lie inside a
+    store's layout (no segment named ``releases``, ``raw`` or ``runs``): a store there would write into the
+    published releases, raw zone or run workspaces of the store above it (and a release would gain files).
+    """
+    bucket, prefix = split_s3_uri(uri)
+    inside = [s for s in prefix.split("/") if s in STORE_LAYOUT_DIRS]
+    if inside:
+        raise InvalidNameError(
+            f"store {uri!r} lies inside a store's layout ('{inside[0]}/' holds {STORE_LAYOUT_DIRS[inside[0]]}): "
+            f"a store prefix may not have a segment named {', '.join(STORE_LAYOUT_DIRS)}; choose another prefix"
+        )
+    return bucket, prefix
 
 
 def store_conn_id(explicit: str | None = None) -> str:
@@ -43,6 +146,9 @@ class StoreConfig:
     secret_access_key: str | None = field(default=None, repr=False)
     region: str = "us-east-1"
 
+    def __post_init__(self) -> None:
+        split_store_uri(self.uri)
+
     @classmethod
     def from_env(cls, uri: str | None = None) -> StoreConfig:
         """Build the store settings from the standard AWS environment variables."""
@@ -59,8 +165,13 @@ class StoreConfig:
 
 
 def source_store_config(uri: str) -> StoreConfig:
-    """How to reach an ``s3://`` source: the store's ``AWS_*`` settings, ``CXR_SOURCE_ENDPOINT_URL`` first."""
-    base = StoreConfig.from_env(uri)
+    """How to reach an ``s3://`` source: the store's ``AWS_*`` settings, ``CXR_SOURCE_ENDPOINT_URL`` first.
+
+    Only the source's bucket goes into the settings: a source may live anywhere in it (also under a folder named
+    ``raw``), so the store-layout rules of :func:`split_store_uri` do not apply.
+    """
+    bucket, _ = split_s3_uri(uri)
+    base = StoreConfig.from_env(f"s3://{bucket}")
     return replace(base, endpoint_url=os.environ.get("CXR_SOURCE_ENDPOINT_URL") or base.endpoint_url)
 
 
@@ -89,8 +200,8 @@ class RunConfig:
     variant_size: int | None = 256
 
     def __post_init__(self) -> None:
-        if self.release is not None and not VERSION_RE.match(self.release):
-            raise ValueError(f"release version {self.release!r} must match {VERSION_RE.pattern}")
+        if self.release is not None:
+            check_version(self.release)
         if self.split_mode not in SPLIT_MODES:
             raise ValueError(f"split mode {self.split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
         if self.variant_size is not None and not 16 <= self.variant_size <= 1024:

@@ -5,9 +5,12 @@ Writes, under ``releases/<version>/``::
     webdataset/<split>/<split>-NNNNNN.tar          <image_id>.png, .json, .labels.npy per sample
     parquet/split=<split>/<split>-NNNNNN-KK.parquet  one row per image, PNG bytes in ``image``
 
-Images keep their original bytes when they are 8-bit grayscale; others are converted once.
+Images keep their original bytes when they are 8-bit grayscale; others are converted once. Every image is
+proven decodable first (:func:`pipeline.images.process_image`); one that is not is left out of the unit and
+quarantined with its reason, shard and member (``undecodable_image``), and the rest of the unit is published.
 Output is byte-reproducible: sorted order, fixed tar mtime/owner, deterministic Parquet.
-Unit results (files with size, sha256, rows; md5 for tar shards) go to ``runs/<run>/units/<unit>.json``.
+Unit results (files with size, sha256, rows; md5 for tar shards; per-image digests; the quarantine rows of
+images that could not be decoded) go to ``runs/<run>/units/<unit>.json``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ BBOX_TYPE = pa.list_(
     )
 )
 FINDING_COLUMNS = tuple(nih.finding_column(label) for label in nih.FINDINGS)
+#: Quarantine reason code and wording of an image that cannot be decoded (found here, after the plan's cross-check).
+UNDECODABLE = "undecodable_image"
+CONVERT_QUARANTINE_REASONS = {UNDECODABLE: "image cannot be decoded (found at conversion)"}
 
 
 def release_schema() -> pa.Schema:
@@ -73,6 +79,7 @@ def release_schema() -> pa.Schema:
         ("source_shard", pa.string()),
         ("original_mode", pa.string()),
         ("converted", pa.bool_()),
+        ("repaired", pa.string()),
         ("sha256", pa.string()),
         ("image", pa.binary()),
         ("image_small", pa.binary()),
@@ -97,12 +104,45 @@ class Sample:
     small: bytes | None = None
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """One image left out of its unit because it cannot be decoded: its quarantine row."""
+
+    row: dict[str, str]
+
+
+def rejected(row: dict[str, Any], problem: images.UndecodableImageError) -> Rejected:
+    """The quarantine row (``crosscheck.QUARANTINE_COLUMNS``) of a plan row whose image cannot be decoded."""
+    member = str(row.get("member") or row["key"])
+    log.warning(
+        "image %s (member %s of %s) cannot be decoded: %s; quarantined, not published",
+        row["image_index"],
+        member,
+        row["shard"],
+        problem,
+    )
+    reason = f"image cannot be decoded: {problem}"
+    return Rejected(
+        {
+            "source": row["shard"],
+            "member": member,
+            "image_index": row["image_index"],
+            "reason": reason,
+            "reason_code": UNDECODABLE,
+        }
+    )
+
+
 def _opt_int(value: Any) -> int | None:
     return None if value is None or pd.isna(value) else int(value)
 
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) or value == "" else str(value)
 
 
 def to_record(row: dict[str, Any], sha256: str, converted: bool) -> dict[str, Any]:
@@ -128,6 +168,7 @@ def to_record(row: dict[str, Any], sha256: str, converted: bool) -> dict[str, An
         "source_shard": row["shard"],
         "original_mode": row["mode"],
         "converted": converted,
+        "repaired": _opt_str(row.get("repaired")),  # what extraction cut (bytes after IEND), else null
         "sha256": sha256,
     }
     return record
@@ -182,7 +223,8 @@ class UnitRows:
 
 class _Processor:
     """Runs :func:`images.process_image` in the fetching threads, or in a process pool when images must be
-    decoded (hashing and CRCs release the GIL; a decode holds it too long to share one process)."""
+    decoded (hashing, CRCs and the inflate of the decodability check release the GIL; a decode holds it too long
+    to share one process)."""
 
     def __init__(self, images: int, all_gray8: bool, variant_size: int | None) -> None:
         self.variant_size = variant_size
@@ -207,10 +249,10 @@ class _Processor:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-_Fetched = tuple[bytes, "images.Processed | None"]
+_Fetched = tuple[bytes, "Future[images.Processed] | None"]
 
 
-def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample]:
+def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample | Rejected]:
     """Yield samples in row order through a bounded pipeline: fetch (and check) ahead in threads, decode in
     processes when something must be decoded."""
     window = max(16, 2 * cfg.upload_workers)
@@ -219,7 +261,7 @@ def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample]:
 
     def fetch(row: dict[str, Any]) -> _Fetched:
         data = store.get_bytes(row["key"])
-        return data, None if processor.pool is not None else processor.run(row, data)
+        return data, None if processor.pool is not None else _settled(processor, row, data)
 
     fetching: deque[tuple[dict[str, Any], Future[_Fetched]]] = deque()
     processing: deque[tuple[dict[str, Any], bytes, Future[images.Processed]]] = deque()
@@ -227,7 +269,7 @@ def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample]:
     def advance() -> None:
         row, fetched = fetching.popleft()
         data, done = fetched.result()
-        processing.append((row, data, processor.submit(row, data) if done is None else _completed(done)))
+        processing.append((row, data, processor.submit(row, data) if done is None else done))
 
     try:
         with ThreadPoolExecutor(max_workers=cfg.upload_workers, thread_name_prefix="fetch") as pool:
@@ -245,14 +287,21 @@ def _fetch(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Sample]:
         processor.close()
 
 
-def _completed(value: images.Processed) -> Future[images.Processed]:
+def _settled(processor: _Processor, row: dict[str, Any], data: bytes) -> Future[images.Processed]:
+    """Process one image in this thread; its outcome (result or an undecodable image) as a done future."""
     done: Future[images.Processed] = Future()
-    done.set_result(value)
+    try:
+        done.set_result(processor.run(row, data))
+    except images.UndecodableImageError as exc:
+        done.set_exception(exc)
     return done
 
 
-def _sample(row: dict[str, Any], data: bytes, future: Future[images.Processed]) -> Sample:
-    done = future.result()
+def _sample(row: dict[str, Any], data: bytes, future: Future[images.Processed]) -> Sample | Rejected:
+    try:
+        done = future.result()
+    except images.UndecodableImageError as exc:
+        return rejected(row, exc)
     return Sample(to_record(row, done.sha256, done.converted), data if done.png is None else done.png, done.small)
 
 
@@ -339,17 +388,30 @@ def _entry(done: Uploaded, count: int, kind: str) -> dict[str, Any]:
     return entry | ({"md5": done.md5} if done.md5 is not None else {})
 
 
-def _write_unit(
-    store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, release: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Stream one unit's samples into its tar shard and Parquet file(s); return (files, per-image digests)."""
+@dataclass
+class UnitOutput:
+    """What converting one unit wrote: its files, a digest per published image, the quarantine rows of the rest."""
+
+    files: list[dict[str, Any]]
+    digests: list[dict[str, Any]]
+    quarantine: list[dict[str, str]]
+
+
+def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, release: str) -> UnitOutput:
+    """Stream one unit's samples into its tar shard and Parquet file(s); images that cannot be decoded are left
+    out and come back as quarantine rows."""
     progress = Progress(f"convert {unit.name}", len(rows), log)
     parts = ParquetParts(store, f"{release}/parquet/split={unit.split}", unit.name, cfg)
     digests: list[dict[str, Any]] = []
+    quarantine: list[dict[str, str]] = []
     try:
         with MultipartWriter(store, f"{release}/webdataset/{unit.split}/{unit.name}.tar", md5=True) as tar_sink:
             tar = TarStream(tar_sink)
             for sample in _fetch(store, rows, cfg):
+                if isinstance(sample, Rejected):
+                    quarantine.append(sample.row)
+                    progress.advance()
+                    continue
                 write_sample(tar, sample)
                 parts.add(sample)
                 digests.append({k: sample.record[k] for k in ("image_index", "sha256", "converted")})
@@ -362,21 +424,37 @@ def _write_unit(
         raise
     progress.finish()
     assert tar_sink.result is not None
-    return [_entry(tar_sink.result, len(rows), "wds"), *parts.files], digests
+    return UnitOutput([_entry(tar_sink.result, len(digests), "wds"), *parts.files], digests, quarantine)
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """A unit result without its per-image parts (what goes through XCom): the quarantine as a count."""
+    small = {k: v for k, v in result.items() if k not in ("digests", "quarantine")}
+    return small | {"quarantined": len(result.get("quarantine", []))}
 
 
 def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[str, Any]:
-    """Convert one unit; return its result (files and per-image digests). Idempotent per run."""
+    """Convert one unit; return its result (files, published and quarantined counts). Idempotent per run.
+
+    The result kept in the run's workspace also holds the per-image digests and the quarantine rows of the
+    images that could not be decoded (``pipeline.release.finish`` merges them into the release).
+    """
     prefix, release = run_prefix(plan.run_id), release_prefix(plan.version)
     done_key = f"{prefix}/units/{unit.name}.json"
     if store.exists(done_key):
         log.info("unit %s already converted in this run: skipped", unit.name)
-        result: dict[str, Any] = get_json(store, done_key)
-        return {k: v for k, v in result.items() if k != "digests"}
+        return _summary(get_json(store, done_key))
     rows = UnitRows(
         get_table(store, f"{prefix}/plan.parquet", [("split", "==", unit.split), ("unit", "==", unit.index)])
     )
-    files, digests = _write_unit(store, cfg, unit, rows, release)
-    result = {"unit": unit.name, "split": unit.split, "images": len(rows), "files": files, "digests": digests}
+    out = _write_unit(store, cfg, unit, rows, release)
+    result = {
+        "unit": unit.name,
+        "split": unit.split,
+        "images": len(out.digests),
+        "files": out.files,
+        "digests": out.digests,
+        "quarantine": out.quarantine,
+    }
     put_json(store, done_key, result)
-    return {k: v for k, v in result.items() if k != "digests"}
+    return _summary(result)

@@ -19,6 +19,11 @@ column is a row number written by a spreadsheet or ``DataFrame.to_csv`` and is d
 Cells are read as text and converted explicitly (``pipeline.normalise``): a cell that cannot be converted
 becomes null and the row is kept, so validation can name the row. Only unreadable bytes and unknown headers
 are load errors. Quirks met while loading are counted in ``LoadedTable.notes`` (only non-zero counts are kept).
+
+Size limits: every metadata file is checked against ``MAX_FILE_BYTES`` (per kind, far above NIH's own files)
+before a byte of it is read (:func:`check_size`), so a wrong or hostile file costs no memory. Messages that
+list columns or values show the first ``MAX_LISTED`` of them, then "and N more" (:func:`brief`), each value cut
+at ``MAX_VALUE_CHARS`` (:func:`short`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -51,20 +57,45 @@ __all__ = [
     "DATA_ENTRY_DTYPES",
     "DATA_ENTRY_VARIANTS",
     "LABEL_ALIASES",
+    "MAX_FILE_BYTES",
     "NOTE_SIZE_COLUMNS_MISSING",
+    "FileTooLargeError",
     "LoadedTable",
     "UnknownHeaderError",
     "UnreadableFileError",
+    "brief",
+    "check_size",
     "decode_text",
     "load_any_table",
     "load_bboxes",
     "load_data_entry",
     "load_split_list",
+    "short",
     "split_header",
     "split_list_entries",
 ]
 
 logger = logging.getLogger(__name__)
+
+_MIB = 1 << 20
+#: Largest metadata file read, per kind (bytes). NIH's files: Data_Entry_2017[_v2020].csv about 8 MB, the box
+#: list about 90 KB, train_val_list.txt about 1.5 MB, test_list.txt about 0.4 MB, an md5 list under 1 KB.
+#: A file over its limit is refused before it is read (it is not the file it is named after).
+MAX_FILE_BYTES: dict[str, int] = {
+    "data_entry": 128 * _MIB,
+    "bbox": 16 * _MIB,
+    "split_list": 32 * _MIB,
+    "checksums": 16 * _MIB,
+}
+_KIND_TEXT: dict[str, tuple[str, str]] = {
+    "data_entry": ("Data_Entry file", "about 8 MB"),
+    "bbox": ("bounding-box list", "about 90 KB"),
+    "split_list": ("split list", "at most 1.5 MB"),
+    "checksums": ("md5 list", "under 1 KB"),
+}
+#: How many columns or values a message lists before "and N more"; how long a value shown in a message may be.
+MAX_LISTED = 10
+MAX_VALUE_CHARS = 80
 
 BBOX_COLUMNS: tuple[str, ...] = ("image_index", "label", "x", "y", "w", "h")
 BBOX_LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
@@ -76,6 +107,42 @@ class UnknownHeaderError(BadDataError, ValueError):
 
 class UnreadableFileError(BadDataError, ValueError):
     """A metadata file is empty, binary or not UTF-8 text."""
+
+
+class FileTooLargeError(UnreadableFileError):
+    """A metadata file is larger than its kind's limit (``MAX_FILE_BYTES``); it was not read."""
+
+
+def check_size(source: str, size: int, kind: str) -> None:
+    """Refuse a metadata file of ``kind`` (a key of ``MAX_FILE_BYTES``) over its limit, before it is read.
+
+    Raises:
+        FileTooLargeError: naming the file, its size, the limit and the real file's size.
+    """
+    limit = MAX_FILE_BYTES[kind]
+    if size > limit:
+        what, real = _KIND_TEXT[kind]
+        raise FileTooLargeError(
+            f"{source}: {size:,} bytes, over the {limit // _MIB} MiB limit for a {what} (NIH's is {real}); "
+            "it was not read: this is not the file it is named after, check the source or download it again"
+        )
+
+
+def short(value: Any, width: int = MAX_VALUE_CHARS) -> Any:
+    """``value`` fit for a message: text longer than ``width`` cut (saying how long it was), a list or tuple
+    to its first ``MAX_LISTED`` items (saying how many more)."""
+    if isinstance(value, str) and len(value) > width:
+        return f"{value[:width]}... ({len(value):,} chars)"
+    if isinstance(value, list | tuple):
+        items = [short(item, width) for item in value[:MAX_LISTED]]
+        return [*items, f"... and {len(value) - MAX_LISTED:,} more"] if len(value) > MAX_LISTED else items
+    return value
+
+
+def brief(items: list[Any] | tuple[Any, ...], limit: int = MAX_LISTED) -> str:
+    """``['a', 'b'] and 5 more``: the first ``limit`` items (each cut by :func:`short`), then how many more."""
+    shown = "[" + ", ".join(repr(short(item)) for item in items[:limit]) + "]"
+    return shown + (f" and {len(items) - limit:,} more" if len(items) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -266,19 +333,25 @@ def _recognise(header: list[str], source: str, variants: tuple[_Variant, ...]) -
                 notes["header_spelled_differently"] = int(loose)
                 return _Match(variant, ["_row_number"] * leading + keys, {k: v for k, v in notes.items() if v})
     known = "\n".join(f"  {v.name}: {v.example}" for v in variants)
-    raise UnknownHeaderError(f"{source}: unknown header; columns found: {tokens} (plus {trailing} empty); "
+    raise UnknownHeaderError(f"{source}: unknown header; columns found: {brief(tokens)} (plus {trailing} empty); "
                              f"{_closest(tokens, trailing, variants)}; known variants:\n{known}")  # fmt: skip
 
 
 def _closest(tokens: list[str], trailing: int, variants: tuple[_Variant, ...]) -> str:
+    loose = [loose_name(token) for token in tokens]
+    distinct = set(loose)
+    table = {variant.name: {loose_name(k): v for k, v in variant.tokens.items()} for variant in variants}
+
     def names(variant: _Variant) -> dict[str, tuple[str, ...]]:
-        return {loose_name(k): v for k, v in variant.tokens.items()}
+        return table[variant.name]
 
     def unknown(variant: _Variant) -> list[str]:
-        return [token for token in tokens if loose_name(token) not in names(variant)]
+        known = names(variant)
+        return [token for token, name in zip(tokens, loose, strict=True) if name not in known]
 
     def lacking(variant: _Variant) -> set[str]:
-        return set(variant.required) - {key for token in tokens for key in names(variant).get(loose_name(token), ())}
+        found = {key for name, keys in names(variant).items() if name in distinct for key in keys}
+        return set(variant.required) - found
 
     def distance(variant: _Variant) -> tuple[int, bool]:
         mismatch = len(unknown(variant)) + len(lacking(variant))
@@ -288,7 +361,8 @@ def _closest(tokens: list[str], trailing: int, variants: tuple[_Variant, ...]) -
     lacking_keys = lacking(best)
     missing = dict.fromkeys(" or ".join(repr(name) for name, k in best.tokens.items() if k == keys)
                             for keys in best.tokens.values() if lacking_keys & set(keys))  # fmt: skip
-    text = f"closest variant {best.name}: unexpected columns {unknown(best)}, missing columns [{', '.join(missing)}]"
+    text = f"closest variant {best.name}: unexpected columns {brief(unknown(best))}, "
+    text += f"missing columns [{', '.join(missing)}]"
     if any(";" in token or "\t" in token for token in tokens):
         text += "; the header looks separated by ';' or tabs: save the file comma-separated"
     return text

@@ -147,9 +147,13 @@ class MultipartWriter(io.RawIOBase):
         for future in self._inflight:
             future.cancel()
         if self._upload_id is not None:
-            self.store.client.abort_multipart_upload(
-                Bucket=self.store.bucket, Key=self.store.key(self.rel), UploadId=self._upload_id
-            )
+            try:
+                self.store.client.abort_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.store.key(self.rel), UploadId=self._upload_id
+                )
+            except Exception as exc:  # best effort: the error that made us abort is the one to report
+                log.warning("could not abort the upload of %s (%s)", self.store.uri(self.rel), exc)
+                return
             log.warning("aborted the upload of %s", self.store.uri(self.rel))
 
     def finish(self) -> Uploaded:

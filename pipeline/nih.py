@@ -17,10 +17,13 @@ SHARD_SIZES: tuple[int, ...] = (4_999,) + (10_000,) * 10 + (7_121,)
 #: Kaggle's naming (``images_001.zip``) and NIH Box's (``images_01.tar.gz``).
 ZIP_SHARD_NAMES: tuple[str, ...] = tuple(f"images_{i:03d}.zip" for i in range(1, 13))
 TAR_SHARD_NAMES: tuple[str, ...] = tuple(f"images_{i:02d}.tar.gz" for i in range(1, 13))
-SHARD_NAME_RE = re.compile(r"^images_(?P<num>\d{2,3})\.(?P<ext>zip|tar\.gz)$")
+SHARD_NAME_RE = re.compile(r"^images_(?P<num>[0-9]{2,3})\.(?P<ext>zip|tar\.gz)\Z", re.ASCII)
 
-#: ``<8-digit patient id>_<3-digit follow-up>.png``
-IMAGE_NAME_RE = re.compile(r"^(?P<patient>\d{8})_(?P<follow_up>\d{3})\.png$")
+#: ``<8-digit patient id>_<3-digit follow-up>.png``, ASCII digits only: ``\d`` and ``int()`` also take Arabic-Indic,
+#: fullwidth and other Unicode digits, which would turn a look-alike name into a real patient's id. The pattern
+#: spells ``[0-9]`` (not ``\d`` with ``re.ASCII``) because pandas' ``str.extract`` takes it as text, without flags,
+#: and ends in ``\Z``: ``$`` would also match before a trailing newline (a tar member may be named so).
+IMAGE_NAME_RE = re.compile(r"^(?P<patient>[0-9]{8})_(?P<follow_up>[0-9]{3})\.png\Z", re.ASCII)
 
 DATA_ENTRY_2017 = "Data_Entry_2017.csv"
 DATA_ENTRY_V2020 = "Data_Entry_2017_v2020.csv"
@@ -81,6 +84,12 @@ LABEL_PREVALENCE: dict[str, float] = {
 }
 
 IMAGE_SIDE = 1024
+
+
+def image_ids(name: str) -> tuple[int, int] | None:
+    """(patient id, follow-up) of an image name (``00000001_000.png`` -> (1, 0)), or None if it is not one."""
+    match = IMAGE_NAME_RE.fullmatch(name)
+    return (int(match["patient"]), int(match["follow_up"])) if match else None
 
 
 def shard_number(name: str) -> int | None:

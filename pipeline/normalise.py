@@ -36,7 +36,7 @@ NOTE_SIZE_COLUMNS_MISSING = "size_columns_missing"
 
 LABEL_ALIASES: dict[str, str] = {"No_Finding": NO_FINDING}
 _AGE_UNITS: dict[str, float] = {"": 1.0, "Y": 1.0, "M": 12.0, "D": 365.25}
-_AGE_RE = r"^(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[YMD]?)$"
+_AGE_RE = r"^(?P<num>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[YMD]?)$"  # ASCII digits: ``\d`` takes any Unicode digit
 _AGE_UNIT_NOTES: dict[str, str] = {"Y": "age_suffix_years", "M": "age_months", "D": "age_days"}
 SIZE_KEYS = ("width", "height", "spacing_x", "spacing_y")
 
@@ -53,9 +53,9 @@ def to_int(cells: pd.Series, notes: dict[str, int], name: str) -> pd.Series:
     Zero padding (``005``) and a float spelling (``5.0``, as a spreadsheet or pandas export writes it) are
     accepted and counted.
     """
-    ok = cells.str.fullmatch(r"\d+(?:\.0*)?").fillna(False).astype(bool)
+    ok = cells.str.fullmatch(r"[0-9]+(?:\.0*)?").fillna(False).astype(bool)  # ASCII only, as ids must be
     count_note(notes, f"unparsable_{name}", (~ok).sum())
-    count_note(notes, f"{name}_zero_padded", (ok & cells.str.match(r"0\d")).sum())
+    count_note(notes, f"{name}_zero_padded", (ok & cells.str.match(r"0[0-9]")).sum())
     count_note(notes, f"{name}_written_as_float", (ok & cells.str.contains(".", regex=False)).sum())
     digits = cells.where(ok).str.replace(r"\.0*$", "", regex=True)
     return pd.to_numeric(digits, errors="coerce").astype("Int64")

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
 
 import pipeline
-from pipeline import publish, split, stats, validate
+from pipeline import extract, nih, publish, split, stats, validate
 from pipeline.config import RunConfig
-from pipeline.crosscheck import Curated, attach_bboxes, reconcile, write_report
+from pipeline.crosscheck import Curated, attach_bboxes, load_rejected, reconcile, write_report
 from pipeline.storage import Store
 from pipeline.workspace import get_frame, get_json, parquet_table, put_frame, put_json, run_prefix
 
@@ -69,16 +70,30 @@ class Plan:
         return cls(**data)
 
 
-def load_raw_images(store: Store, shard_prefixes: list[str]) -> pd.DataFrame:
-    """Concatenate the per-shard raw manifests, in shard order."""
-    frames = [parquet_table(store.get_bytes(f"{p}/manifest.parquet")).to_pandas() for p in sorted(shard_prefixes)]
+def load_raw_images(store: Store, archives: Mapping[str, str]) -> pd.DataFrame:
+    """Concatenate the raw manifests of exactly these archives (``{archive name: sha256}``, as a run's shard
+    results and ``Plan.sources["archives_sha256"]`` give them), in shard order.
+
+    Each manifest is the one of that archive's content (:func:`pipeline.extract.archive_prefix`), so no
+    other archive's rows (another source's, an older version's) can enter the plan.
+    """
+    frames = []
+    for name in sorted(archives, key=lambda n: (extract.shard_stem(n), n)):
+        rel = f"{extract.archive_prefix(name, archives[name])}/manifest.parquet"
+        frame = parquet_table(store.get_bytes(rel)).to_pandas()
+        frames.append(frame.assign(shard=name))  # the name this run found the content under
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
+
+
+def shard_archives(shard_results: list[dict[str, Any]]) -> dict[str, str]:
+    """``{archive name: sha256}`` of a run's extraction results: what its plan reads and its manifest names."""
+    return {str(r["shard"]): str(r["archive_sha256"]) for r in shard_results}
 
 
 def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> tuple[pd.DataFrame, str]:
     """Add the ``split`` column; return the frame and the resolved mode."""
     mode = split.resolve_mode(cfg.split_mode, bool(lists.get("test")))
-    test_patients = {int(name[:8]) for name in lists.get("test", [])}
+    test_patients = {ids[0] for name in lists.get("test", []) if (ids := nih.image_ids(name))}
     by_patient = split.assign_patients(
         frame["patient_id"],
         mode,
@@ -129,14 +144,16 @@ def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any
     prefix = run_prefix(cfg.run_id)
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
     lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
-    raw = load_raw_images(store, [r["prefix"] for r in shard_results])
+    shard_hashes = shard_archives(shard_results)
+    raw = load_raw_images(store, shard_hashes)
     boxes = get_frame(store, f"{prefix}/bboxes.parquet")
-    checked = reconcile(raw, Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file")))
+    rejected = load_rejected(store, prefix)  # auxiliary-file rows quarantined at curation
+    curated_files = Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file"), rejected)
+    checked = reconcile(raw, curated_files)
     write_report(store, prefix, checked)
     frame, quarantine = attach_bboxes(checked.frame, boxes), checked.quarantine
     frame, mode = assign(frame, cfg, lists)
     frame, units = cut_units(frame, cfg.shard_target_bytes)
-    shard_hashes = {r["shard"]: r["archive_sha256"] for r in shard_results}
     fp = fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
     version, unchanged = publish.claim_version(store, cfg, fp)
     checks = stats.check_release_metadata(frame)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import plan, publish, split, stats, validate
 from pipeline.config import RunConfig
-from pipeline.crosscheck import Curated, attach_bboxes, reconcile
+from pipeline.crosscheck import Curated, attach_bboxes, load_rejected, reconcile
 from pipeline.errors import ReleaseConflictError
 from pipeline.storage import Store
 from pipeline.workspace import get_frame, get_json, release_prefix, run_prefix
@@ -81,11 +81,13 @@ def preview(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], c
     lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
     boxes = get_frame(store, f"{prefix}/bboxes.parquet")
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
-    raw = plan.load_raw_images(store, [r["prefix"] for r in shard_results])
-    checked = reconcile(raw, Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file")))
+    shard_hashes = plan.shard_archives(shard_results)
+    raw = plan.load_raw_images(store, shard_hashes)
+    rejected = load_rejected(store, prefix)  # auxiliary-file rows quarantined at curation
+    curated_files = Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file"), rejected)
+    checked = reconcile(raw, curated_files)
     frame, mode = plan.assign(attach_bboxes(checked.frame, boxes), cfg, lists)
     frame, units = plan.cut_units(frame, cfg.shard_target_bytes)
-    shard_hashes = {r["shard"]: r["archive_sha256"] for r in shard_results}
     fp = plan.fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
     validate.raise_if_blocking(stats.check_release_metadata(frame))
     version, unchanged = would_publish(store, cfg, fp)

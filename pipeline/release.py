@@ -1,6 +1,8 @@
 """Finish a release: the files beside the data, the card, verification, the manifest, and the pointer.
 
-Called once all conversion units of a run are done. Writes ``metadata.parquet`` (no pixels),
+Called once all conversion units of a run are done. Images that conversion found undecodable (listed in the
+unit results) join the plan's quarantine here, with the boxes of those images, and leave the counts, so the
+release, its card, its manifest and its accounting all tell the same story. Writes ``metadata.parquet`` (no pixels),
 ``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
 ``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
 last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
@@ -8,10 +10,12 @@ last (a conditional create: the moment the release becomes visible) and moves ``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import logging
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -21,8 +25,8 @@ import pipeline
 from pipeline import accounting, card, croissant, diff, faults, nih, publish
 from pipeline.card import CardFacts
 from pipeline.config import RunConfig
-from pipeline.convert import metadata_schema, release_schema, to_record
-from pipeline.crosscheck import QUARANTINE_REASONS
+from pipeline.convert import CONVERT_QUARANTINE_REASONS, UNDECODABLE, metadata_schema, release_schema, to_record
+from pipeline.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, accounting_summary
 from pipeline.errors import PipelineError
 from pipeline.plan import Plan, Unit
 from pipeline.split import SPLITS
@@ -44,6 +48,67 @@ def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
             raise PipelineError(f"unit {unit.name} of run {plan.run_id} has not been converted; re-run convert")
         results.append(get_json(store, key))
     return results
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantine:
+    """A run's whole quarantine: the plan's rows and those conversion added (``QUARANTINE_COLUMNS``)."""
+
+    frame: pd.DataFrame
+    added: int  # rows added at conversion (0: the plan's quarantine.parquet is published as it is)
+
+
+def _box_rows(store: Store, plan: Plan, names: set[str]) -> pd.DataFrame:
+    """Quarantine rows for the boxes of images quarantined at conversion (as the plan words its own)."""
+    boxes = get_frame(store, f"{run_prefix(plan.run_id)}/bboxes.parquet")
+    if not names or not len(boxes):
+        return pd.DataFrame(columns=list(QUARANTINE_COLUMNS))
+    held = boxes[boxes["image_index"].isin(names)]
+    line = "line " + held["line"].astype("Int64").astype("str") if "line" in held else ""
+    return pd.DataFrame(
+        {
+            "source": nih.BBOX_LIST,
+            "member": line,
+            "image_index": held["image_index"].astype("str"),
+            "reason": QUARANTINE_REASONS["bbox_image_quarantined"] + " (" + held["label"].astype("str") + ")",
+            "reason_code": "bbox_image_quarantined",
+        },
+        index=held.index,
+    )
+
+
+def merge_convert_quarantine(store: Store, plan: Plan, results: list[dict[str, Any]]) -> tuple[Plan, Quarantine]:
+    """Add the images conversion quarantined (and their boxes) to the plan's quarantine; take them out of the counts.
+
+    Returns the plan as published (counts, ``quarantined`` and ``quarantine_reasons`` adjusted; every reason code,
+    ``undecodable_image`` included, is a key) and the whole quarantine. Computed from the unit results each time,
+    so a rerun of this stage after a crash merges nothing twice.
+    """
+    planned = get_frame(store, f"{run_prefix(plan.run_id)}/quarantine.parquet")
+    images = [row for result in results for row in result.get("quarantine", [])]
+    per_split = Counter(str(result["split"]) for result in results for _ in result.get("quarantine", []))
+    boxes = _box_rows(store, plan, {str(row["image_index"]) for row in images})
+    added = pd.DataFrame(images, columns=list(QUARANTINE_COLUMNS))
+    parts = [frame for frame in (planned, added, boxes) if len(frame)]
+    frame = pd.concat(parts, ignore_index=True)[list(QUARANTINE_COLUMNS)].astype("str") if parts else planned
+    reasons = {**plan.quarantine_reasons, UNDECODABLE: len(images)}
+    if len(boxes):
+        reasons["bbox_image_quarantined"] = reasons.get("bbox_image_quarantined", 0) + len(boxes)
+    published = dataclasses.replace(
+        plan,
+        counts={split: n - per_split.get(split, 0) for split, n in plan.counts.items()},
+        quarantined=plan.quarantined + len(images) + len(boxes),
+        quarantine_reasons=reasons,
+    )
+    if images:
+        log.warning(
+            "release %s: %d image(s) could not be decoded and are quarantined (with %d box(es)): %s",
+            plan.version,
+            len(images),
+            len(boxes),
+            ", ".join(f"{row['image_index']} ({row['source']})" for row in images[:10]),
+        )
+    return published, Quarantine(frame, len(images) + len(boxes))
 
 
 def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict[str, Any]:
@@ -99,6 +164,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
         "quarantined": plan.quarantined,
         "quarantine_reasons": plan.quarantine_reasons,
         "subset": plan.subset,
+        **accounting_summary(plan.quarantine_reasons, plan.subset),  # quarantined_by_kind, not_in_source
         "labels": list(nih.LABELS),
         "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
         "schema": {f.name: str(f.type) for f in release_schema()},
@@ -135,14 +201,19 @@ def _optional_json(store: Store, rel: str) -> dict[str, Any]:
     return found
 
 
-def _data_side_files(store: Store, plan: Plan, results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], pa.Table]:
+def _data_side_files(
+    store: Store, plan: Plan, results: list[dict[str, Any]], quarantine: Quarantine
+) -> tuple[list[dict[str, Any]], pa.Table]:
     """Write metadata.parquet, quarantine.parquet, validation/ and the wids indexes; return their entries."""
     release, prefix = release_prefix(plan.version), run_prefix(plan.run_id)
     files = [f for r in results for f in r["files"]]
     meta = metadata_table(store, plan, results)
     files.append(_put_file(store, f"{release}/metadata.parquet", table_bytes(meta), meta.num_rows, "parquet"))
-    quarantine = store.get_bytes(f"{prefix}/quarantine.parquet")
-    files.append(_put_file(store, f"{release}/quarantine.parquet", quarantine, plan.quarantined, "parquet"))
+    if quarantine.added:
+        body = table_bytes(pa.Table.from_pandas(quarantine.frame, preserve_index=False))
+    else:
+        body = store.get_bytes(f"{prefix}/quarantine.parquet")
+    files.append(_put_file(store, f"{release}/quarantine.parquet", body, plan.quarantined, "parquet"))
     for item in store.list(f"{prefix}/validation/"):
         name = item.key.removeprefix(f"{prefix}/validation/")
         body = store.get_bytes(item.key)
@@ -159,11 +230,12 @@ def _data_side_files(store: Store, plan: Plan, results: list[dict[str, Any]]) ->
     return files, meta
 
 
-def _card_facts(store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, parent: str | None) -> CardFacts:
+def _card_facts(
+    store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, parent: str | None, *, quarantine: pd.DataFrame
+) -> CardFacts:
     prefix = run_prefix(plan.run_id)
     validation = card.validation_summary(_optional_json(store, f"{prefix}/validation/results.json"))
     notes = _optional_json(store, f"{prefix}/metadata_notes.json").get("notes", {})
-    quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
     reasons = _quarantine_reasons(quarantine)
     changes = None
     if parent is not None:
@@ -177,6 +249,7 @@ def _card_facts(store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, pa
         parent=parent,
         stats=split_statistics(meta),
         quirks=card.quirk_counts(meta, plan.quarantined),
+        accounting=accounting_summary(plan.quarantine_reasons, plan.subset),
         quarantine_reasons=reasons,
         metadata_notes={str(k): int(v) for k, v in notes.items()},
         validation=validation,
@@ -197,7 +270,8 @@ def _quarantine_reasons(quarantine: pd.DataFrame) -> dict[str, int]:
         return {}
     column = "reason_code" if "reason_code" in quarantine.columns else "reason"
     counts = quarantine[column].value_counts()
-    return {QUARANTINE_REASONS.get(str(code), str(code)): int(n) for code, n in counts.items()}
+    wording = {**QUARANTINE_REASONS, **CONVERT_QUARANTINE_REASONS}
+    return {wording.get(str(code), str(code)): int(n) for code, n in counts.items()}
 
 
 def _split_config(cfg: RunConfig) -> dict[str, Any]:
@@ -247,9 +321,13 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     the version as a release until its manifest exists. Returns a small summary (version, counts, manifest URI).
     """
     summary = {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
+    summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
     existing = publish.read_manifest(store, plan.version)
     if plan.unchanged or (existing and existing.get("input_fingerprint") == plan.fingerprint):
         log.info("inputs unchanged: release %s already holds them; nothing new published", plan.version)
+        if existing:  # its figures, which leave out the images conversion quarantined (the plan's do not)
+            summary |= {k: existing[k] for k in ("counts", "quarantined") if k in existing}
+            summary |= accounting_summary(existing.get("quarantine_reasons", plan.quarantine_reasons), plan.subset)
         _point_latest_if_behind(store, plan)
         _drop_claim(store, plan)
         store.delete_prefix(run_prefix(plan.run_id) + "/")
@@ -257,9 +335,12 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     faults.point("release.finish")
     release = release_prefix(plan.version)
     results = _unit_results(store, plan)
-    files, table = _data_side_files(store, plan, results)
+    plan, quarantine = merge_convert_quarantine(store, plan, results)
+    summary |= {"counts": plan.counts, "quarantined": plan.quarantined}
+    summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
+    files, table = _data_side_files(store, plan, results, quarantine)
     meta = table.to_pandas()
-    facts = _card_facts(store, cfg, plan, meta, publish.parent_of(store, plan.version))
+    facts = _card_facts(store, cfg, plan, meta, publish.parent_of(store, plan.version), quarantine=quarantine.frame)
     _describe(store, plan, facts, meta, files)
     problems = publish.verify_files(store, files, limit=len(files))
     if problems:
@@ -268,7 +349,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
             f"release {plan.version} failed verification, nothing was published: {'; '.join(problems[:10])}; "
             f"re-run run {plan.run_id} (its damaged units will be converted again)"
         )
-    figures = accounting.check(store, plan, meta, files)
+    figures = accounting.check(store, plan, meta, files, quarantine.frame)
     log.info("accounting: %s", figures.to_dict())
     for f in files:
         f["path"] = f["path"].removeprefix(release + "/")

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlparse
 import requests
 
 from pipeline import remote
-from pipeline.errors import BadDataError, SourceNotFoundError
+from pipeline.errors import BadDataError, LocalDiskError, SourceNotFoundError, local_disk_error
 from pipeline.remote import _TRANSIENT, CHUNK, LocalRanges, RemoteInfo, SourceUnavailableError, _Transient, fill, resume
 
 log = logging.getLogger(__name__)
@@ -176,11 +176,23 @@ def spool_http(info: RemoteInfo) -> LocalRanges:
     level = logging.INFO if host in _SPOOL_WARNED else logging.WARNING
     _SPOOL_WARNED.add(host)
     log.log(level, "%s: the server does not honour Range requests; spooling it to a temporary file", info.location)
-    handle = tempfile.NamedTemporaryFile(prefix="cxr-spool-", delete=False)  # noqa: SIM115 - closed below
+    what = f"spooling {info.location} ({info.size} bytes) to a temporary file"
+    try:
+        handle = tempfile.NamedTemporaryFile(prefix="cxr-spool-", delete=False)  # noqa: SIM115 - closed below
+    except OSError as exc:  # no writable temporary directory at all
+        raise local_disk_error(exc, what) or LocalDiskError(
+            f"{what}: no writable temporary directory ({exc}); point TMPDIR at a writable disk, then rerun"
+        ) from exc
     path = Path(handle.name)
     try:
         with handle:
             resume(info.location, info.size, handle.tell, lambda offset: _stream_whole(info, offset, handle))
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        disk = local_disk_error(exc, what, f"the temporary directory {path.parent}")
+        if disk is None:
+            raise
+        raise disk from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise

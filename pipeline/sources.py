@@ -13,12 +13,25 @@ Recognised, at the top level of the source: the image archives ``images_001.zip`
 ``Data_Entry_2017_v2020.csv`` (preferred) or ``Data_Entry_2017.csv`` (or Kaggle's ``sample_labels.csv``);
 optionally ``BBox_List_2017.csv``, ``train_val_list.txt``, ``test_list.txt`` and an md5 list (a file
 whose name contains ``md5`` or ``checksum``, in ``md5sum`` or BSD format), which is used when the run
-names none. Every file carries a cheap fingerprint (size and mtime; S3 ETag and size; HTTP ETag or
-Last-Modified and Content-Length) that tells an unchanged file without reading it.
+names none. Every file carries a cheap fingerprint that tells an unchanged file without reading it:
+
+- a local file: size, mtime, ctime, inode and device (a file replaced by one of equal size, even with its
+  mtime set back, has a new ctime, and usually a new inode);
+- an unpacked shard folder: the same for every file in it, hashed in path order;
+- an S3 object: its ETag and size (the endpoint and key are part of :func:`content_identity`);
+- an HTTP file: its strong ETag and Content-Length, else its Last-Modified (or weak ETag) and
+  Content-Length. That is weaker: a server that sends only Last-Modified, to the second, cannot tell a
+  replacement of equal length made within the same second (or with the mtime set back); such a file is
+  taken as unchanged. A server that sends neither gives no fingerprint: its archives are read every run.
+
+:func:`content_identity` turns location and fingerprint into the key under which extraction remembers
+which archive (by SHA-256) it found there; a fingerprint never stands in for content on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -29,7 +42,9 @@ from typing import Any
 
 from pipeline import nih, remote, remote_http
 from pipeline.archives import archive_kind
+from pipeline.config import source_store_config
 from pipeline.errors import BadDataError, SourceNotFoundError
+from pipeline.metadata import check_size
 from pipeline.rangefile import Digests, RangeFile
 
 log = logging.getLogger(__name__)
@@ -50,9 +65,11 @@ KNOWN_NAMES = (
     nih.TEST_LIST,
     *CHECKSUM_NAMES,
 )
-_SHARD_FOLDER = re.compile(r"^images_\d{2,3}$")
+_SHARD_FOLDER = re.compile(r"^images_[0-9]{2,3}\Z", re.ASCII)
 _MD5_LINE = re.compile(r"^(?P<md5>[0-9a-fA-F]{32})\s+\*?(?P<name>.+?)\s*$")
 _BSD_LINE = re.compile(r"^MD5\s*\((?P<name>.+)\)\s*=\s*(?P<md5>[0-9a-fA-F]{32})\s*$")
+#: Fingerprint kind of a remote file that carries no validator: never taken as unchanged.
+NO_FINGERPRINT = "none"
 
 
 @dataclass(frozen=True)
@@ -120,13 +137,75 @@ def _shard_order(ref: FileRef) -> tuple[int, str]:
     return (number if number is not None else 99, ref.name)
 
 
+def _remote_fingerprint(info: remote.RemoteInfo) -> str:
+    """``<kind>:<validator>:<size>``; the kind says how far the validator can be trusted (module doc)."""
+    tag = info.validator
+    if remote.is_s3(info.location):
+        kind = "s3-etag"
+    elif tag.startswith('"'):
+        kind = "http-etag"
+    elif tag:
+        kind = "http-weak"  # Last-Modified, or a weak (W/) ETag
+    else:
+        kind = NO_FINGERPRINT
+    return f"{kind}:{tag}:{info.size}"
+
+
 def _remote_ref(info: remote.RemoteInfo) -> FileRef:
-    return FileRef(info.name, info.location, info.size, f"{info.validator}:{info.size}", info.validator)
+    return FileRef(info.name, info.location, info.size, _remote_fingerprint(info), info.validator)
+
+
+def _stat_fingerprint(stat: os.stat_result) -> str:
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
 
 
 def _local_ref(path: Path) -> FileRef:
     stat = path.stat()
-    return FileRef(path.name, str(path.resolve()), stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}")
+    return FileRef(path.name, str(path.resolve()), stat.st_size, f"file:{_stat_fingerprint(stat)}")
+
+
+def refreshed(ref: FileRef) -> FileRef:
+    """A local file or folder as it is now (fingerprint and size taken again); a remote one unchanged.
+
+    Raises:
+        SourceNotFoundError: the local file or folder is gone.
+    """
+    if remote.is_s3(ref.location) or remote.is_http(ref.location):
+        return ref
+    path = Path(ref.location)
+    try:
+        fresh = _folder_ref(path) if is_folder(ref) else _local_ref(path)
+    except FileNotFoundError as exc:
+        raise SourceNotFoundError(f"{ref.location} disappeared from the source while this run used it") from exc
+    return replace(ref, size=fresh.size, fingerprint=fresh.fingerprint)
+
+
+def is_local(ref: FileRef) -> bool:
+    """True for a file or folder on a local disk."""
+    return not (remote.is_s3(ref.location) or remote.is_http(ref.location))
+
+
+def content_identity(ref: FileRef) -> str | None:
+    """SHA-256 of where a source file is and its fingerprint (with an S3 source's endpoint); None when the
+    source gives no fingerprint (an HTTP server with neither ETag nor Last-Modified)."""
+    if ref.fingerprint.startswith(NO_FINGERPRINT + ":"):
+        return None
+    endpoint = ""
+    if remote.is_s3(ref.location):
+        endpoint = source_store_config(ref.location).endpoint_url or "aws"
+    material = {"location": ref.location, "endpoint": endpoint, "fingerprint": ref.fingerprint}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _resolved(source: str) -> str:
+    """The absolute path of a local source; a loop of symbolic links is refused by name."""
+    try:
+        return str(Path(source).resolve())
+    except (OSError, RuntimeError) as exc:  # Python 3.11 raises RuntimeError("Symlink loop from ...")
+        raise SourceNotFoundError(
+            f"source {source} cannot be resolved ({exc}): it is a loop of symbolic links or cannot be read; point "
+            "--source at the directory that holds the files"
+        ) from exc
 
 
 def _list_local(source: str) -> dict[str, FileRef]:
@@ -139,13 +218,19 @@ def _list_local(source: str) -> dict[str, FileRef]:
 
 
 def _folder_ref(path: Path) -> FileRef:
-    """An unpacked shard folder; its fingerprint changes when a file is added, removed, resized or touched."""
-    count = total = newest = 0
-    for folder, _, names in os.walk(path):
-        for name in names:
-            stat = os.lstat(os.path.join(folder, name))
-            count, total, newest = count + 1, total + stat.st_size, max(newest, stat.st_mtime_ns)
-    return FileRef(path.name, str(path.resolve()), total, f"folder:{count}:{total}:{newest}")
+    """An unpacked shard folder; its fingerprint changes when an entry is added, removed, replaced or touched."""
+    count = total = 0
+    digest = hashlib.sha256()
+    for folder, dirs, names in os.walk(path):
+        dirs.sort()
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        for name in sorted([*names, *links]):
+            full = os.path.join(folder, name)
+            stat = os.lstat(full)
+            count, total = count + 1, total + stat.st_size
+            rel = os.path.relpath(full, path)
+            digest.update(f"{rel}\0{stat.st_mode}:{_stat_fingerprint(stat)}\n".encode())
+    return FileRef(path.name, str(path.resolve()), total, f"folder:{count}:{total}:{digest.hexdigest()}")
 
 
 def _list_http(source: str) -> dict[str, FileRef]:
@@ -170,7 +255,7 @@ def _find_shards(files: dict[str, FileRef], where: str, only: tuple[str, ...] | 
     found = sorted((ref for name, ref in files.items() if is_shard_name(name)), key=_shard_order)
     if only is not None:
         keys = {ref.name: {ref.name, _stem(ref.name), str(shard_number(ref.name) or "")} for ref in found}
-        wanted = {str(int(s)) if str(s).isdigit() else str(s) for s in only}
+        wanted = {str(int(s)) if str(s).isascii() and str(s).isdigit() else str(s) for s in only}
         found = [ref for ref in found if keys[ref.name] & wanted]
         missing = wanted - set().union(*keys.values())
         if missing:
@@ -243,12 +328,12 @@ def _ref_at(location: str) -> FileRef:
 def _checksums(files: dict[str, FileRef], where: str, given: str | None) -> tuple[FileRef | None, dict[str, str]]:
     if given:
         ref = files.get(given) or _ref_at(given)
-        sums = parse_md5_list(read_file(ref).decode("utf-8", "replace"))
+        sums = parse_md5_list(read_file(ref, "checksums").decode("utf-8", "replace"))
         if not sums:
             raise BadDataError(f"checksum list {ref.location} holds no '<md5>  <file name>' lines")
         return ref, sums
     for name in sorted(n for n in files if _is_checksum_name(n)):
-        sums = parse_md5_list(read_file(files[name]).decode("utf-8", "replace"))
+        sums = parse_md5_list(read_file(files[name], "checksums").decode("utf-8", "replace"))
         if sums:
             log.info("verifying md5 sums from %s (found in %s)", name, where)
             return files[name], sums
@@ -276,7 +361,7 @@ def discover(
         SourceNotFoundError: the source, the metadata CSV, every archive, or a named file is missing.
         BadDataError: one shard is present in two forms, or the checksum list is unreadable.
     """
-    where = source.rstrip("/") if remote.is_s3(source) or remote.is_http(source) else str(Path(source).resolve())
+    where = source.rstrip("/") if remote.is_s3(source) or remote.is_http(source) else _resolved(source)
     files = list_source(source)
     found = _find_shards(files, where, shards)
     if not found:
@@ -299,6 +384,11 @@ def discover(
         test=_with_md5(files.get(nih.TEST_LIST), sums),
         checksums=sums_ref,
     )
+    # a metadata file over its size limit fails the run here, before anything is read
+    kinds: list[tuple[FileRef | None, str]] = [(entry, "data_entry"), (listing.bbox, "bbox")]
+    for ref, kind in [*kinds, (listing.train_val, "split_list"), (listing.test, "split_list")]:
+        if ref is not None:
+            check_size(ref.location, ref.size, kind)
     log.info("source %s: %d archives, metadata %s", where, len(found), listing.data_entry.name)
     return listing
 
@@ -319,10 +409,13 @@ def open_ranges(location: str, size: int, validator: str) -> remote.RangeSource:
     return remote.LocalRanges(location)
 
 
-def read_file(ref: FileRef) -> bytes:
-    """Read a (small) source file whole."""
+def read_file(ref: FileRef, kind: str | None = None) -> bytes:
+    """Read a (small) source file whole; with ``kind`` (a key of ``metadata.MAX_FILE_BYTES``) one over its kind's
+    size limit is refused before it is read (:func:`pipeline.metadata.check_size`)."""
+    if kind is not None:
+        check_size(ref.location, ref.size, kind)
     with open_file(ref, prefetch=False) as fh:
-        data = fh.read()
+        data = fh.read(ref.size + 1)  # a file grown since it was listed is refused below, not read whole
     if len(data) != ref.size:
         raise BadDataError(f"{ref.location}: read {len(data)} bytes, expected {ref.size}; it changed? rerun")
     return data

@@ -15,6 +15,8 @@ import hashlib
 
 import pandas as pd
 
+from pipeline.errors import UsageError
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -29,7 +31,10 @@ def resolve_mode(mode: str, has_lists: bool) -> str:
     if mode == "auto":
         return "official" if has_lists else "patient-hash"
     if mode == "official" and not has_lists:
-        raise ValueError("split mode 'official' needs train_val_list.txt and test_list.txt in the source")
+        raise UsageError(
+            "split mode 'official' needs train_val_list.txt and test_list.txt in the source: add them, or use "
+            "--split-mode patient-hash (or auto)"
+        )
     return mode
 
 

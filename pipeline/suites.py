@@ -4,6 +4,13 @@ Each expectation carries ``meta.severity`` (``blocking`` or ``warning``; what th
 native ``severity`` mirrors it (``blocking`` -> ``critical``). ``meta.check`` names the expectation in
 messages; ``meta.example_columns`` lists the columns shown with each failing example row.
 
+A row-level warning of an auxiliary file can quarantine the rows it fails: ``meta.on_failure`` is then
+``quarantine_row`` and ``meta.reason`` a template for each row's reason (``label {label!r} is not ...``,
+formatted with the row's values, each cut short). After the suite ran, each such expectation that failed is
+run once more on its own with GX's ``COMPLETE`` result format to get every failing row; ``SuiteRun.defects``
+holds those rows with their reasons. If GX cannot name the failing rows (the expectation raised), the outcome
+becomes blocking: a defect is never let through unnamed.
+
 GX is imported lazily (it takes seconds), with its logger, warnings and progress bars silenced. A suite runs
 on a pandas frame through one ephemeral GX context, built once per process.
 """
@@ -19,12 +26,14 @@ import os
 import warnings
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from pipeline.metadata import short
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,10 @@ _RESULT_FORMAT = {
     "partial_unexpected_count": MAX_EXAMPLES,
     "return_unexpected_index_query": False,
 }
+_ROWS_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
+#: ``meta.on_failure`` values: report the failure only (the default), or quarantine each failing row.
+ON_FAILURE = ("report", "quarantine_row")
+QUARANTINE_ROW = "quarantine_row"
 
 
 class SuiteError(ValueError):
@@ -59,13 +72,15 @@ class ExpectationOutcome:
     examples: list[dict[str, Any]]
     description: str
     check: str = ""
+    quarantines_rows: bool = False
 
     def render(self) -> str:
         """Return one line naming severity, suite, expectation, column, count and a few example rows."""
         where = f" on {self.column}" if self.column else ""
         head = f"[{self.severity}] {self.suite}.{self.check or self.expectation} ({self.expectation}{where})"
-        shown = "; ".join(", ".join(f"{k}={v!r}" for k, v in row.items()) for row in self.examples[:3])
-        return f"{head}: {self.description}" + (f" | e.g. {shown}" if shown else "")
+        shown = "; ".join(", ".join(f"{k}={short(v)!r}" for k, v in row.items()) for row in self.examples[:3])
+        action = "; those rows are quarantined" if self.quarantines_rows and not self.success else ""
+        return f"{head}: {self.description}{action}" + (f" | e.g. {shown}" if shown else "")
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,9 @@ class SuiteRun:
     suite: str
     outcomes: list[ExpectationOutcome]
     gx_result: Any  # great_expectations ExpectationSuiteValidationResult
+    #: Rows failed by ``quarantine_row`` expectations: the validated frame's rows (index = row position) with a
+    #: ``reason`` column (every failed check's reason, ``; ``-joined); None when there are none.
+    defects: pd.DataFrame | None = None
 
 
 def _silence_gx_loggers() -> None:
@@ -114,7 +132,16 @@ def _batch_definition() -> Any:
 
 def _check_payload(payload: dict[str, Any], path: Path) -> None:
     for number, spec in enumerate(payload.get("expectations", []), 1):
-        severity = (spec.get("meta") or {}).get("severity")
+        meta = spec.get("meta") or {}
+        severity = meta.get("severity")
+        on_failure = meta.get("on_failure", "report")
+        if on_failure not in ON_FAILURE or (
+            on_failure == QUARANTINE_ROW and (severity != "warning" or not isinstance(meta.get("reason"), str))
+        ):
+            raise SuiteError(
+                f"{path}: expectation {number} ({spec.get('type')}) has meta.on_failure {on_failure!r}; expected "
+                "'report' or 'quarantine_row' (a warning with a meta.reason template)"
+            )
         if severity not in GX_SEVERITY:
             raise SuiteError(
                 f"{path}: expectation {number} ({spec.get('type')}) has meta.severity "
@@ -178,7 +205,55 @@ def validate_frame(
     result.meta.get("batch_markers", {}).pop("ge_load_time", None)  # a timestamp: keeps reports reproducible
     order = {e.meta.get("check"): i for i, e in enumerate(suite.expectations)}
     outcomes = sorted((_outcome(name, r, frame) for r in result.results), key=lambda o: order.get(o.check, len(order)))
-    return SuiteRun(name, outcomes, result)
+    quarantining = {e.meta.get("check"): e for e in suite.expectations if e.meta.get("on_failure") == QUARANTINE_ROW}
+    failing = [o for o in outcomes if not o.success and o.check in quarantining]
+    if not failing:
+        return SuiteRun(name, outcomes, result)
+    reasons: dict[int, list[str]] = {}
+    named: dict[str, ExpectationOutcome] = {}
+    for outcome in failing:
+        expectation = quarantining[outcome.check]
+        rows = _failing_rows(batch, expectation, frame)
+        if rows is None:
+            named[outcome.check] = replace(
+                outcome,
+                severity="blocking",
+                description=outcome.description + "; the failing rows could not be identified, so nothing is let "
+                "through: fix the file",
+            )
+            continue
+        for row in rows:
+            reasons.setdefault(row, []).append(_reason(str(expectation.meta["reason"]), frame.iloc[row]))
+    outcomes = [named.get(o.check, o) for o in outcomes]
+    positions = sorted(reasons)
+    defects = frame.loc[positions].assign(reason=["; ".join(reasons[i]) for i in positions]) if positions else None
+    return SuiteRun(name, outcomes, result, defects)
+
+
+def _failing_rows(batch: Any, expectation: Any, frame: pd.DataFrame) -> list[int] | None:
+    """Every row position an expectation fails (None when GX cannot say which)."""
+    with quiet():
+        result = batch.validate(expectation, result_format=_ROWS_FORMAT)
+    found = (result.result or {}).get("unexpected_index_list")
+    if _error_of(result) or not isinstance(found, list) or not found:
+        return None
+    rows = [int(i) for i in found if isinstance(i, int | np.integer) and int(i) in frame.index]
+    return rows if len(rows) == len(found) else None
+
+
+class _RowValues(dict[str, Any]):
+    """A row's values for a reason template: text cut short, a missing key shown as ``?``."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _reason(template: str, row: pd.Series) -> str:
+    values = _RowValues({str(k): short(plain(v)) for k, v in row.items()})
+    try:
+        return template.format_map(values)
+    except (ValueError, TypeError, IndexError, AttributeError):  # a format spec that does not fit the value
+        return template
 
 
 def run_suite(name: str, frame: pd.DataFrame, suite_path: Path | None = None) -> list[ExpectationOutcome]:
@@ -222,7 +297,7 @@ def _examples(result: dict[str, Any], frame: pd.DataFrame, columns: list[str]) -
             continue
         row = frame.loc[index]
         example = {"line": plain(row.get("line"))}
-        example.update({c: plain(row[c]) for c in columns if c in frame.columns and c != "line"})
+        example.update({c: short(plain(row[c])) for c in columns if c in frame.columns and c != "line"})
         rows.append(example)
     return rows[:MAX_EXAMPLES]
 
@@ -268,4 +343,5 @@ def _outcome(suite: str, result: Any, frame: pd.DataFrame) -> ExpectationOutcome
         examples=_examples(details, frame, [*meta.get("example_columns", []), *domain]),
         description=description,
         check=str(meta.get("check", "")),
+        quarantines_rows=meta.get("on_failure") == QUARANTINE_ROW,
     )

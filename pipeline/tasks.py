@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import connections, curate, extract, plan, preview, release, sources
+from pipeline import connections, crosscheck, curate, extract, plan, preview, release, sources
 from pipeline.config import RunConfig
 from pipeline.errors import BadDataError
 from pipeline.storage import Store
@@ -171,7 +171,12 @@ def _extract_all(cfg: RunConfig) -> list[dict[str, Any]]:
 
 
 def run_all(cfg: RunConfig) -> dict[str, Any]:
-    """Run every stage in this process (``cxr run``); a dry run stops after the plan."""
+    """Run every stage in this process (``cxr run``); a dry run stops after the plan.
+
+    Returns ``publish_release``'s summary: ``version``, ``published``, ``counts``, ``quarantined`` (rows of
+    ``quarantine.parquet``), ``quarantined_by_kind`` (images, box rows, split-list rows) and ``not_in_source``
+    (Data_Entry rows, boxes and split-list names of images this source does not hold: a subset, not a loss).
+    """
     shard_results = _extract_all(cfg)
     curated = curate_metadata(cfg)
     planned = plan_or_preview(cfg, shard_results, curated)
@@ -188,7 +193,10 @@ def _counts_text(counts: Mapping[str, int]) -> str:
 
 def outcome_text(outcome: Mapping[str, Any]) -> str:
     """One sentence on what a finished run published, from ``publish_release``'s (or a dry run's plan) summary."""
-    counts = f"({_counts_text(outcome.get('counts', {}))}; {outcome.get('quarantined', 0)} quarantined)"
+    lost = f"{outcome.get('quarantined', 0)} quarantined"
+    if "quarantined_by_kind" in outcome:  # what was lost, apart from what this source does not hold
+        lost = crosscheck.accounting_text(outcome)
+    counts = f"({_counts_text(outcome.get('counts', {}))}; {lost})"
     version = outcome.get("version", "?")
     if outcome.get("dry_run"):
         verb = "would keep the unchanged" if outcome.get("unchanged") else "would publish"

@@ -26,10 +26,10 @@ def release_prefix(version: str) -> str:
     return f"releases/{version}"
 
 
-def put_json(store: Store, rel: str, data: Any, *, if_absent: bool = False) -> str:
-    """Write pretty, key-sorted JSON; return its sha256."""
+def put_json(store: Store, rel: str, data: Any, *, if_absent: bool = False, if_match: str | None = None) -> str:
+    """Write pretty, key-sorted JSON (conditions as :meth:`Store.put_bytes`); return its sha256."""
     body = (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
-    return store.put_bytes(rel, body, if_absent=if_absent, content_type="application/json")
+    return store.put_bytes(rel, body, if_absent=if_absent, if_match=if_match, content_type="application/json")
 
 
 def get_json(store: Store, rel: str) -> Any:

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -20,7 +21,6 @@ import time
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -86,12 +86,21 @@ def make_mirror(
     return layout
 
 
+def raw_key(archive: str, name: str, data: bytes) -> str:
+    """Where an image's bytes land: content-addressed under its shard's stem."""
+    return f"raw/shards/{extract.shard_stem(archive)}/images/{hashlib.sha256(data).hexdigest()}/{name}"
+
+
 def expected_raw(layout: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
     return {
-        f"raw/shards/{extract.shard_stem(archive)}/images/{PurePosixPath(m).name}": data
+        raw_key(archive, PurePosixPath(m).name, data): data
         for archive, members in layout.items()
         for m, data in members.items()
     }
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- reading the store ----------------------------------------------------------------------------
@@ -106,9 +115,10 @@ def raw_zone(store: Store) -> dict[str, bytes]:
     return {info.key: store.get_bytes(info.key) for info in store.list("raw/shards/") if "/images/" in info.key}
 
 
-def manifest(store: Store, archive: str) -> pd.DataFrame:
+def manifest(store: Store, archive: str, sha256: str) -> pd.DataFrame:
+    """The raw manifest of one archive's content."""
     frame: pd.DataFrame = pq.read_table(
-        io.BytesIO(store.get_bytes(f"{extract.shard_prefix(archive)}/manifest.parquet"))
+        io.BytesIO(store.get_bytes(f"{extract.archive_prefix(archive, sha256)}/manifest.parquet"))
     ).to_pandas()
     return frame
 
@@ -181,7 +191,7 @@ def test_directory_source_lands_every_member_byte_for_byte(
     results = ingest(store, str(tmp_path / "src"))
     assert raw_zone(store) == expected_raw(layout)
     for result in results:
-        rows = manifest(store, result.shard)
+        rows = manifest(store, result.shard, result.archive_sha256)
         members = layout[result.shard]
         assert sorted(rows["member"]) == sorted(members)
         assert set(rows["status"]) == {"ok"}
@@ -207,9 +217,9 @@ def test_unpacked_kaggle_folder_is_a_shard_and_links_in_it_are_not_followed(
     results = ingest(store, str(src))
     assert [r.shard for r in results] == ["images_001.zip", "images_002"]
     expected = expected_raw(layout)
-    expected.update({f"raw/shards/images_002/images/{p.name}": p.read_bytes() for p in folder.glob("0000*.png")})
+    expected.update({raw_key("images_002", p.name, p.read_bytes()): p.read_bytes() for p in folder.glob("0000*.png")})
     assert raw_zone(store) == expected
-    rows = manifest(store, "images_002")
+    rows = manifest(store, "images_002", results[1].archive_sha256)
     assert rows.set_index("member").loc["images/00099999_000.png", "reason"] == "symbolic link member"
     assert [r.skipped for r in ingest(store, str(src))] == [True, True]
 
@@ -297,6 +307,7 @@ def test_rerun_skips_unchanged_shards_and_redoes_only_a_changed_one(
     assert by_name["Data_Entry_2017.csv"]["sha256"] == hashlib.sha256(csv).hexdigest()
     assert by_name["images_001.zip"]["location"] == str(src / "images_001.zip")
     stamps = {o.key: o.etag for o in store.list("raw/")}
+    before = raw_zone(store)
     again = ingest(store, str(src))
     assert [r.skipped for r in again] == [True, True]
     assert {o.key: o.etag for o in store.list("raw/")} == stamps
@@ -310,10 +321,17 @@ def test_rerun_skips_unchanged_shards_and_redoes_only_a_changed_one(
     layout["images_002.zip"] = members
     os.utime(src / "images_001.zip")
     third = {r.shard: r for r in ingest(store, str(src))}
-    assert not third["images_001.zip"].skipped
-    assert third["images_001.zip"].uploaded == 0  # same bytes already in the store
+    assert third["images_001.zip"].skipped  # new fingerprint, but hashed: the same bytes are extracted already
+    assert third["images_001.zip"].archive_sha256 == first[0].archive_sha256
+    assert not third["images_002.zip"].skipped
     assert third["images_002.zip"].uploaded == 1
-    assert raw_zone(store) == expected_raw(layout)
+    assert third["images_002.zip"].archive_sha256 == file_sha256(src / "images_002.zip")
+    assert sorted(manifest(store, "images_002.zip", third["images_002.zip"].archive_sha256)["member"]) == sorted(
+        members
+    )
+    now = raw_zone(store)
+    assert now.items() >= expected_raw(layout).items()
+    assert now.items() >= before.items()  # nothing is deleted: another run may still use the first version
     assert [r.skipped for r in ingest(store, str(src))] == [True, True]
 
 
@@ -330,10 +348,13 @@ def test_md5_list_is_verified_and_a_mismatch_names_the_archive(
     md5["images_02.tar.gz"] = "0" * 32
     (tmp_path / "sums.txt").write_text("".join(f"{v}  {k}\n" for k, v in md5.items()))
     listing = sources.discover(str(src), checksums=str(tmp_path / "sums.txt"))
-    ref = replace(listing.shards[1], fingerprint="changed")
-    with pytest.raises(BadDataError, match=r"images_02\.tar\.gz .*md5 [0-9a-f]{32} does not match 0{32}.*re-download"):
-        extract.extract_shard(store, ref)
-    assert not store.exists("raw/shards/images_02/_SUCCESS.json")
+    mismatch = r"images_02\.tar\.gz .*md5 [0-9a-f]{32} does not match 0{32}.*re-download"
+    with pytest.raises(BadDataError, match=mismatch):  # known archive: its recorded md5 is checked
+        extract.extract_shard(store, listing.shards[1])
+    fresh = store_for(s3_stack, s3_bucket, "md5-fresh")
+    with pytest.raises(BadDataError, match=mismatch):  # read again: the streamed md5 is checked
+        extract.extract_shard(fresh, listing.shards[1])
+    assert not any(fresh.list("raw/shards/images_02/archives/"))
 
 
 # --- a killed run -----------------------------------------------------------------------------------
@@ -359,7 +380,7 @@ def test_killed_run_finishes_on_rerun_like_a_clean_run(tmp_path: Path, s3_stack:
     proc.wait()
     landed = sum(1 for _ in killed_store.list(images))
     assert 100 <= landed < 800, "the kill did not happen mid-shard"
-    assert not killed_store.exists("raw/shards/images_001/_SUCCESS.json")
+    assert not any(killed_store.list("raw/shards/images_001/archives/"))
 
     rerun = _cxr(["run", "--source", str(src), "--store", f"s3://{s3_bucket}/killed"], s3_stack)
     _, err = rerun.communicate(timeout=300)
@@ -374,7 +395,8 @@ def test_killed_run_finishes_on_rerun_like_a_clean_run(tmp_path: Path, s3_stack:
     assert killed_then_rerun == raw_zone(clean_store) == expected_raw(layout)
     keys = [info.key for info in killed_store.list("raw/")]
     assert len(keys) == len(set(keys))
-    assert sorted(manifest(killed_store, "images_001.zip")["member"]) == sorted(layout["images_001.zip"])
+    rows = manifest(killed_store, "images_001.zip", file_sha256(src / "images_001.zip"))
+    assert sorted(rows["member"]) == sorted(layout["images_001.zip"])
 
 
 # --- hostile and broken archives ------------------------------------------------------------------
@@ -459,8 +481,8 @@ def corpus(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return src, {key: value[0] for key, value in names.items()}
 
 
-def _outcomes(store: Store, archive: str) -> dict[str, tuple[str, str]]:
-    rows = manifest(store, archive)
+def _outcomes(store: Store, result: extract.ShardResult) -> dict[str, tuple[str, str]]:
+    rows = manifest(store, result.shard, result.archive_sha256)
     return {row.member: (row.status, row.reason) for row in rows.itertuples()}
 
 
@@ -478,7 +500,7 @@ def test_hostile_archives_end_in_their_documented_outcomes(
             continue
         results[ref.name] = extract.extract_shard(store, ref)
 
-    one = _outcomes(store, "images_001.zip")
+    one = _outcomes(store, results["images_001.zip"])
     assert one[f"../../evil/{n['slip']}"] == ("quarantined", "member path escapes the archive root ('..')")
     assert one[f"/abs/{n['abs']}"] == ("quarantined", "absolute member path")
     assert one[f"a/b/c/d/{n['deep']}"] == ("ok", "")
@@ -493,11 +515,11 @@ def test_hostile_archives_end_in_their_documented_outcomes(
     assert one["images/00099999_001.png"] == ("quarantined", "member larger than 67108864 bytes")
     assert one["images/00099999_002.png"] == ("quarantined", "symbolic link member")
 
-    two = _outcomes(store, "images_002.zip")
+    two = _outcomes(store, results["images_002.zip"])
     assert "Bad CRC-32" in two[f"images/{n['crc']}"][1]
     assert two[f"images/{n['x']}"] == ("ok", "")
 
-    three = _outcomes(store, "images_03.tar.gz")
+    three = _outcomes(store, results["images_03.tar.gz"])
     assert three[f"images/{n['tar1']}"] == ("ok", "")
     assert three[f"images/{n['tar2']}"] == ("quarantined", "link member (symbolic or hard link)")
     assert three[f"images/{n['y']}"][0] == "quarantined"
@@ -507,7 +529,7 @@ def test_hostile_archives_end_in_their_documented_outcomes(
 
     # Only sound images landed, each under its own shard's prefix; nothing was written anywhere else.
     landed = {info.key for info in store.list("")}
-    images = {k for k in landed if "/images/" in k}
+    images = {re.sub(r"/images/[0-9a-f]{64}/", "/images/", k) for k in landed if "/images/" in k}
     assert images == {
         f"raw/shards/images_001/images/{n['deep']}",
         f"raw/shards/images_001/images/{n['dup']}",
@@ -515,11 +537,15 @@ def test_hostile_archives_end_in_their_documented_outcomes(
         f"raw/shards/images_03/images/{n['tar1']}",
         f"raw/shards/images_03/images/{n['deep']}",
     }
-    assert {k for k in landed - images if not k.endswith(("manifest.parquet", "_SUCCESS.json"))} == set()
+    for key in (k for k in landed if "/images/" in k):  # each key names the sha256 of the bytes it holds
+        assert key.split("/")[-2] == hashlib.sha256(store.get_bytes(key)).hexdigest()
+    others = {k for k in landed if "/images/" not in k}
+    assert {k for k in others if not k.endswith(("manifest.parquet", "_SUCCESS.json", ".json"))} == set()
+    assert all(k.split("/")[3] in ("archives", "seen") for k in others)
     assert not any(k.startswith("raw/shards/images_005/") for k in landed)
 
     # The same image name in two shards: the plan keeps the first and quarantines the second.
-    raw = plan.load_raw_images(store, [extract.shard_prefix(a) for a in results])
+    raw = plan.load_raw_images(store, {a: r.archive_sha256 for a, r in results.items()})
     entry = pd.DataFrame({"image_index": sorted(set(raw["image_index"]))})
     quarantine = crosscheck.reconcile(raw, crosscheck.Curated(entry, "Data_Entry_2017.csv")).quarantine
     dup = quarantine[quarantine["reason_code"] == "duplicate_image"]

@@ -1,6 +1,7 @@
-"""Metadata through a whole run on the real local S3: a partial download publishes, its gaps are reported,
-real mismatches are quarantined with their reasons, validation results and offline Data Docs ship with the
-release, and a blocking defect in Data_Entry stops the run before anything is published.
+"""Metadata through a whole run on the real local S3: a partial download publishes, its gaps are reported
+apart from what is quarantined (summary, ``--json``, card, manifest), real mismatches are quarantined with
+their reasons, validation results and offline Data Docs ship with the release, and a blocking defect in
+Data_Entry stops the run before anything is published.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.stack import StackInfo
 from pipeline.storage import Store
 from pipeline.synth import SynthConfig, synthesize
 from pipeline.validate import SUITES_DIR, BlockingValidationError
+from tests.integration import releases
 
 pytestmark = pytest.mark.integration
 IMAGES = 60
@@ -81,7 +83,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
         fh.write(f"{box_absent},Mass,100.5,200,50,60\n{UNKNOWN_BOX_IMAGE},Nodule,10,10,20,20\n")
     subset = {
         "data_entry_rows": _count(dest / "Data_Entry_2017.csv", absent),
-        "bboxes": _count(dest / "BBox_List_2017.csv", absent),
+        "bboxes": _count(dest / "BBox_List_2017.csv", absent | {UNKNOWN_BOX_IMAGE}),
         "train_val_entries": _count(lists[0], absent),
         "test_entries": _count(lists[1], absent),
     }
@@ -128,17 +130,71 @@ def test_a_partial_download_publishes_and_counts_what_is_absent(published: dict[
 def test_real_mismatches_are_quarantined_with_their_reasons(published: dict[str, Any], source: Source) -> None:
     manifest = published["manifest"]
     expected = {"image_without_row": 1, "image_in_no_split_list": 1, "list_entry_without_row": 1}
-    expected["bbox_without_row"] = 1
-    assert manifest["quarantine_reasons"] == {**dict.fromkeys(QUARANTINE_REASONS, 0), **expected}
-    assert manifest["quarantined"] == 4
+    assert manifest["quarantine_reasons"] == {**dict.fromkeys(manifest["quarantine_reasons"], 0), **expected}
+    assert set(QUARANTINE_REASONS) <= set(manifest["quarantine_reasons"])
+    assert manifest["quarantined"] == 3
     quarantine = _release_frame(published["store"], "quarantine.parquet")
-    assert len(quarantine) == 4
+    assert len(quarantine) == 3
     by_image = dict(zip(quarantine["image_index"] + "/" + quarantine["reason_code"], quarantine["reason"], strict=True))
     assert by_image[f"{source.row_removed}/image_without_row"] == "image has no Data_Entry row (Data_Entry_2017.csv)"
     assert f"{source.row_removed}/list_entry_without_row" in by_image
     assert by_image[f"{source.unlisted}/image_in_no_split_list"].startswith("image is in neither")
-    assert by_image[f"{UNKNOWN_BOX_IMAGE}/bbox_without_row"].startswith("box whose image has no Data_Entry row")
     assert not any("subset" in reason for reason in quarantine["reason"])
+    # a box of an image that neither this source nor Data_Entry holds is a reference to absent data, not a loss
+    report = json.loads(published["store"].get_bytes(f"releases/{VERSION}/validation/crosscheck.json"))
+    unknown = [e for e in report["subset"]["bboxes"]["examples"] if e["image_index"] == UNKNOWN_BOX_IMAGE]
+    assert unknown[0]["reason"] == "box: image not in this source (subset); not in Data_Entry_2017.csv either"
+
+
+def _not_in_source(source: Source) -> dict[str, int]:
+    subset = source.subset
+    lists = subset["train_val_entries"] + subset["test_entries"]
+    return {"data_entry_rows": subset["data_entry_rows"], "boxes": subset["bboxes"], "split_list_names": lists}
+
+
+QUARANTINED_BY_KIND = {"images": 2, "box_rows": 0, "split_list_rows": 1}
+
+
+def test_quarantined_items_are_reported_apart_from_what_the_source_lacks(
+    published: dict[str, Any], source: Source
+) -> None:
+    summary, manifest = published["summary"], published["manifest"]
+    absent = _not_in_source(source)
+    assert min(absent.values()) > 0
+    for where in (summary, manifest):
+        assert where["quarantined_by_kind"] == QUARANTINED_BY_KIND
+        assert where["not_in_source"] == absent
+        assert where["quarantined"] == 3
+    card = published["store"].get_bytes(f"releases/{VERSION}/README.md").decode()
+    listed = "left out of the release and listed with their reason in `quarantine.parquet`"
+    assert f"| items quarantined | 3 | {listed}: 2 images, 1 split-list row |" in card
+    words = (
+        f"{absent['split_list_names']:,} split-list names, {absent['boxes']:,} boxes, "
+        f"{absent['data_entry_rows']:,} Data_Entry rows"
+    )
+    total = sum(absent.values())
+    assert f"| references to images not in this source (subset) | {total:,} | {words} name images" in card
+
+
+def test_cli_summary_and_json_name_quarantine_and_subset_apart(
+    published: dict[str, Any], source: Source, s3_stack: StackInfo
+) -> None:
+    args = ["run", "--source", str(source.path), "--store", f"s3://{BUCKET}/cli", "--release", VERSION]
+    shown = releases.cxr(args, s3_stack.env())
+    assert shown.returncode == 0, shown.stderr
+    absent = _not_in_source(source)
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"release {VERSION}: published"
+    assert "  quarantined: 2 images, 1 split-list row" in lines
+    assert (
+        f"  not in this source (subset): {absent['split_list_names']:,} split-list names, {absent['boxes']:,} boxes, "
+        f"{absent['data_entry_rows']:,} Data_Entry rows"
+    ) in lines
+    again = releases.cxr([*args, "--json"], s3_stack.env())
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["published"] is False  # unchanged inputs: the same figures, nothing new
+    assert (data["quarantined"], data["quarantined_by_kind"], data["not_in_source"]) == (3, QUARANTINED_BY_KIND, absent)
 
 
 def test_published_rows_are_the_source_rows(published: dict[str, Any], source: Source) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import publish, tasks
+from pipeline import extract, publish, tasks
 from pipeline.accounting import AccountingError
 from pipeline.config import RunConfig
 from pipeline.stack import StackInfo
@@ -58,7 +58,8 @@ def test_every_published_run_records_its_accounting(source: Path, s3_stack: Stac
 def test_an_input_image_that_vanished_fails_the_run(source: Path, s3_stack: StackInfo, s3_bucket: str) -> None:
     store = new_store(s3_stack, s3_bucket)
     cfg = _until_publish(store, source, "dropped")
-    key = "raw/shards/images_001/manifest.parquet"  # one more member than went anywhere: a silent drop
+    used = tasks._plan(store, cfg).sources["archives_sha256"]["images_001.zip"]  # the archive this run used
+    key = f"{extract.archive_prefix('images_001.zip', used)}/manifest.parquet"  # one more member: a silent drop
     table = pq.read_table(io.BytesIO(store.get_bytes(key)))
     extra = table.slice(0, 1).to_pylist()[0] | {"image_index": "00099998_000.png", "member": "x/00099998_000.png"}
     buf = io.BytesIO()

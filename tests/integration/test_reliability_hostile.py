@@ -8,17 +8,20 @@ The archive builders are those of ``test_ingest.py`` (which checks the same memb
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import shutil
+import struct
 import tarfile
 import zipfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import publish
+from pipeline import images, publish
 from pipeline.stack import StackInfo
 from pipeline.storage import Store
 from tests.integration.releases import cxr, make_source, store_config
@@ -191,3 +194,76 @@ def test_hostile_metadata_ends_in_its_documented_outcome(
         assert publish.read_latest(store) is None
     assert _objects_outside(s3_stack, s3_bucket, prefix) == []
     record("hostile", case, {"exit": run.returncode, "says": says})
+
+
+def _gray8(png: bytes) -> bool:
+    return images.read_header(png).is_gray8
+
+
+def _with_private_chunks(png: bytes, count: int) -> bytes:
+    """``png`` with ``count`` empty private chunks after IHDR (valid CRCs: only their number is wrong)."""
+    empty = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    ihdr_end = 8 + 12 + 13
+    return png[:ihdr_end] + empty * count + png[ihdr_end:]
+
+
+def test_only_png_is_published_from_a_png(tmp_path: Path, s3_stack: StackInfo, s3_bucket: str) -> None:
+    """A file riding after IEND is cut off (the row says so, the sha256 is of what is published); a chunk flood
+    is quarantined with its reason; the rest of the source publishes."""
+    src = make_source(tmp_path / "mirror", images=24, seed=21)
+    shards: dict[Path, dict[str, bytes]] = {}
+    for archive in sorted(src.glob("images_*.zip")):
+        with zipfile.ZipFile(archive) as zf:
+            shards[archive] = {name: zf.read(name) for name in zf.namelist()}
+    gray = [(a, name) for a, members in shards.items() for name, data in members.items() if _gray8(data)]
+    (rider_zip, rider), (flood_zip, flood) = gray[0], gray[-1]
+    payload = b"PK\x03\x04" + b"a zip hidden behind IEND " * 200
+    png = shards[rider_zip][rider]
+    shards[rider_zip][rider] = png + payload
+    shards[flood_zip][flood] = _with_private_chunks(shards[flood_zip][flood], images.MAX_ANCILLARY_CHUNKS + 1)
+    for archive in {rider_zip, flood_zip}:
+        write_archive(archive, shards[archive])
+
+    prefix = "only-png"
+    run = cxr(["run", "--source", str(src), "--store", f"s3://{s3_bucket}/{prefix}", "--release", "v1"], s3_stack.env())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    store = Store(store_config(s3_stack, f"s3://{s3_bucket}/{prefix}"))
+    assert publish.verify_release(store, "v1").ok
+    meta = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/metadata.parquet"))).to_pandas()
+    row = meta.set_index("image_index").loc[PurePosixPath(rider).name]
+    assert row["repaired"] == f"stripped {len(payload)} bytes after IEND"
+    assert row["sha256"] == hashlib.sha256(png).hexdigest()
+    assert meta["repaired"].notna().sum() == 1  # every other row says nothing was repaired
+    published = _published_png(store, row["split"], PurePosixPath(rider).name)
+    assert published == png  # the PNG through IEND, and not one byte of what rode behind it
+
+    quarantine = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/quarantine.parquet"))).to_pandas()
+    reasons = {r.member: r.reason for r in quarantine.itertuples()}
+    assert "chunk flood" in reasons[flood]
+    manifest = publish.read_manifest(store, "v1")
+    assert manifest is not None
+    accounting = manifest["accounting"]
+    assert accounting["published_images"] == 23
+    assert accounting["input_images"] == accounting["published_images"] + accounting["quarantined_images"]
+    assert _objects_outside(s3_stack, s3_bucket, prefix) == []
+    record("hostile", "bytes after IEND", {"published": "stripped", "repaired": row["repaired"]})
+    record("hostile", "chunk flood", {"quarantined": reasons[flood]})
+
+
+def _published_png(store: Store, split: str, image_index: str) -> bytes:
+    """The ``image`` bytes of one row of the release's Parquet files (and the same bytes in its WebDataset tar)."""
+    found: list[bytes] = []
+    for info in store.list(f"releases/v1/parquet/split={split}/"):
+        table = pq.read_table(io.BytesIO(store.get_bytes(info.key)), columns=["image_index", "image"])
+        found += [r["image"] for r in table.to_pylist() if r["image_index"] == image_index]
+    for info in store.list(f"releases/v1/webdataset/{split}/"):
+        if info.key.endswith(".tar"):
+            with tarfile.open(fileobj=io.BytesIO(store.get_bytes(info.key))) as tf:
+                if image_index in tf.getnames():  # <image_id>.png
+                    member = tf.extractfile(image_index)
+                    assert member is not None
+                    found.append(member.read())
+    assert len(found) == 2, found
+    assert found[0] == found[1]
+    return found[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pyarrow as pa
@@ -59,6 +60,24 @@ def test_card_reads_as_a_summary_of_the_release() -> None:
 def test_first_release_says_it_has_no_parent() -> None:
     text = card.render_card(_facts(with_parent=False))
     assert "This is the first release in this store: no parent." in text
+
+
+def test_card_names_what_was_quarantined_apart_from_what_the_source_lacks() -> None:
+    facts = dataclasses.replace(
+        _facts(with_parent=False),
+        quirks={"converted_images": 0, "flagged_ages": 0, "quarantined": 3},
+        accounting={
+            "quarantined_by_kind": {"images": 2, "box_rows": 1, "split_list_rows": 0},
+            "not_in_source": {"data_entry_rows": 1976, "boxes": 984, "split_list_names": 94143},
+        },
+    )
+    text = card.render_card(facts)
+    assert "| items quarantined | 3 | left out of the release and listed with their reason in " in text
+    assert "`quarantine.parquet`: 2 images, 1 box row |" in text
+    assert (
+        "| references to images not in this source (subset) | 97,103 | 94,143 split-list names, 984 boxes, "
+        "1,976 Data_Entry rows name images this source does not hold (a partial download): not lost, not errors"
+    ) in text
 
 
 def test_plots_are_deterministic_pngs() -> None:

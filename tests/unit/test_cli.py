@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,11 +46,39 @@ def test_listener_receives_events_from_library_progress() -> None:
 
 def test_run_requires_source_and_store() -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["run", "--store", "s3://b"])
+        cli.main(["run", "--store", "s3://bkt"])
     assert exc.value.code == 2
 
 
 def test_bad_release_name_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["run", "--source", "/nowhere", "--store", "s3://b", "--release", "../etc"])
+    code = cli.main(["run", "--source", "/nowhere", "--store", "s3://bkt", "--release", "../etc"])
     assert code == 2
     assert "release version '../etc' must match" in capsys.readouterr().err
+
+
+CXR = str(Path(sys.executable).with_name("cxr"))
+BAD_NAMES = [
+    (["run", "--source", "/nowhere", "--store", "s3://bkt/p", "--release", "latest"], "'latest' is reserved"),
+    (["run", "--source", "/nowhere", "--store", "s3://bkt/p", "--release", "v1\n"], "'v1\\n' must match"),
+    (["run", "--source", "/nowhere", "--store", "s3://bkt/p", "--release", "x.json"], "'x.json' is reserved"),
+    (["run", "--source", "/nowhere", "--store", "s3://bkt/p//q"], "empty segment"),
+    (["run", "--source", "/nowhere", "--store", "s3://bkt/p/releases/v1"], "inside a store's layout"),
+    (["run", "--source", "/nowhere", "--store", "s3://Bad_Bucket/p"], "not a valid S3 bucket name"),
+    (["verify", "--store", "s3://bkt/p", "--release", "../v1"], "'../v1' must match"),
+    (["verify", "--store", "s3://bkt/p/../q", "--release", "latest"], "a '..' segment"),
+    (["releases", "show", "--store", "s3://bkt/p", "v1/../../x"], "must match"),
+    (["releases", "diff", "--store", "s3://bkt/p", "latest", "../v1"], "'../v1' must match"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_NAMES, ids=[" ".join(a[:1] + a[-1:]) for a, _ in BAD_NAMES])
+def test_bad_names_and_locations_exit_2_with_one_line(args: list[str], message: str) -> None:
+    # No endpoint is reachable here: each is refused before the store is ever asked.
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "CXR_STORE_RETRY_S": "0"}
+    done = subprocess.run([CXR, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]

@@ -38,7 +38,7 @@ def test_without_a_connection_the_environment_applies(aws_env: None) -> None:
 
 def test_extra_as_json_text_and_in_service_config_with_region(aws_env: None) -> None:
     extra = '{"service_config": {"s3": {"endpoint_url": "http://svc:1"}}, "region_name": "eu-west-1"}'
-    store = connections.store_config("s3://b", {"login": None, "password": None, "extra": extra})
+    store = connections.store_config("s3://bkt", {"login": None, "password": None, "extra": extra})
     assert store.endpoint_url == "http://svc:1"
     assert store.region == "eu-west-1"
     assert store.access_key_id == "ENVKEY", "empty connection fields fall back to the environment"
@@ -46,11 +46,11 @@ def test_extra_as_json_text_and_in_service_config_with_region(aws_env: None) -> 
 
 def test_a_broken_extra_is_a_clear_error(aws_env: None) -> None:
     with pytest.raises(ValueError, match="not JSON"):
-        connections.store_config("s3://b", {"extra": "{endpoint_url:"})
+        connections.store_config("s3://bkt", {"extra": "{endpoint_url:"})
 
 
 def test_the_secret_never_shows_in_repr_or_the_log_line(aws_env: None) -> None:
-    store = connections.store_config("s3://b", {"login": "AKIAEXAMPLE1234", "password": "top-secret", "extra": {}})
+    store = connections.store_config("s3://bkt", {"login": "AKIAEXAMPLE1234", "password": "top-secret", "extra": {}})
     assert "top-secret" not in repr(store)
     line = connections.describe(store)
     assert "top-secret" not in line

@@ -64,3 +64,26 @@ def test_daemonic_processes_decode_in_thread() -> None:
     worker.join(timeout=30)
     assert inline is True
     assert small > 0
+
+
+def test_an_undecodable_image_becomes_its_quarantine_row_in_thread_and_in_the_pool() -> None:
+    from pipeline import convert
+    from tests.unit.test_image_decoding import BROKEN
+
+    bad, _ = BROKEN["IHDR larger than the data"]
+    row = {"image_index": "00000005_000.png", "shard": "images_002.zip", "member": "images/00000005_000.png",
+           "key": "raw/x/00000005_000.png", "sha256": hashlib.sha256(bad).hexdigest(), "mode": "L"}  # fmt: skip
+    inline = convert._Processor(1, True, None)  # gray8 kept as it is: checked in the fetching thread
+    pooled = convert._Processor(20, True, 64)  # with a variant: decoded (and checked) in forked workers
+    try:
+        assert inline.pool is None
+        assert pooled.pool is not None
+        for future in (convert._settled(inline, row, bad), pooled.submit(row, bad)):
+            out = convert._sample(row, bad, future)
+            assert isinstance(out, convert.Rejected)
+            assert out.row["reason_code"] == "undecodable_image"
+            named = (out.row["source"], out.row["member"], out.row["image_index"])
+            assert named == ("images_002.zip", "images/00000005_000.png", "00000005_000.png")
+            assert "IHDR claims a larger image" in out.row["reason"]
+    finally:
+        pooled.close()

@@ -10,14 +10,17 @@ import pytest
 
 from pipeline.crosscheck import (
     QUARANTINE_COLUMNS,
+    QUARANTINE_KINDS,
     QUARANTINE_REASONS,
     SUBSET_REASONS,
     Curated,
+    accounting_lines,
+    accounting_summary,
     attach_bboxes,
     reconcile,
 )
 from pipeline.metadata import load_bboxes, load_data_entry
-from pipeline.nih import BBOX_LABELS
+from pipeline.validate import ROW_DEFECT_COLUMNS, validate_bboxes
 from tests.reference import BBOX_FILE, DATA_ENTRY_FILE, IMAGES
 
 ENTRY = "Data_Entry_2017.csv"
@@ -48,6 +51,14 @@ def reasons_of(frame: pd.DataFrame) -> dict[str, list[str]]:
     return grouped
 
 
+def row_defects(*rows: tuple[str, str, int, str, str]) -> pd.DataFrame:
+    """Rows quarantined at curation (``validate.ROW_DEFECT_COLUMNS``)."""
+    return pd.DataFrame(rows, columns=list(ROW_DEFECT_COLUMNS)).astype({"line": "int64"})
+
+
+IN_BOTH = "00000006_000.png is in both train_val_list.txt and test_list.txt: its split is unknown"
+
+
 @pytest.fixture(scope="module")
 def mismatches() -> Any:
     raw = pd.DataFrame([
@@ -57,16 +68,22 @@ def mismatches() -> Any:
         landed("00000003_000.png", status="quarantined", reason="PNG CRC mismatch in a IDAT chunk at byte 33"),
         landed("README.txt", status="skipped", reason="name is not NNNNNNNN_NNN.png"),
         landed("00000004_000.png"),
+        landed("00000006_000.png"),
         landed("00000009_000.png"),
     ])  # fmt: skip
     entry = entry_rows("00000001_000.png", "00000002_000.png", "00000003_000.png", "00000004_000.png",
-                       "00000005_000.png")  # fmt: skip
-    box = boxes("00000001_000.png", "00000003_000.png", "00000005_000.png", "00000007_000.png")
+                       "00000005_000.png", "00000006_000.png")  # fmt: skip
+    box = boxes("00000001_000.png", "00000003_000.png", "00000005_000.png", "00000007_000.png", "00000009_000.png")
     lists = {
-        "train_val": ["00000001_000.png", "00000002_000.png", "00000005_000.png", "00000008_000.png"],
+        "train_val": ["00000001_000.png", "00000002_000.png", "00000005_000.png", "00000008_000.png",
+                      "00000009_000.png"],
         "test": ["00000003_000.png"],
-    }
-    return reconcile(raw, Curated(entry, ENTRY, box, lists)), box
+    }  # fmt: skip
+    rejected = row_defects(
+        ("bbox", "BBox_List_2017.csv", 9, "00000001_000.png", "label 'Flu' is not one of the 8 bounding-box findings"),
+        ("split_list", "test_list.txt", 2, "00000006_000.png", IN_BOTH),
+    )
+    return reconcile(raw, Curated(entry, ENTRY, box, lists, rejected=rejected)), box
 
 
 def test_each_mismatch_is_quarantined_with_its_reason(mismatches: Any) -> None:
@@ -77,36 +94,75 @@ def test_each_mismatch_is_quarantined_with_its_reason(mismatches: Any) -> None:
         "not_an_image_name": ["README.txt"],
         "duplicate_image": ["00000002_000.png"],
         "image_without_row": ["00000009_000.png"],
-        "image_in_no_split_list": ["00000004_000.png"],
-        "bbox_without_row": ["00000007_000.png"],
+        "image_in_no_split_list": ["00000004_000.png", "00000006_000.png"],
+        "bbox_without_row": ["00000009_000.png"],
         "bbox_image_quarantined": ["00000003_000.png"],
-        "list_entry_without_row": ["00000008_000.png"],
+        "bbox_row_defect": ["00000001_000.png"],
+        "list_entry_without_row": ["00000009_000.png"],
+        "split_list_row_defect": ["00000006_000.png"],
     }
-    reason = dict(zip(result.quarantine["reason_code"], result.quarantine["reason"], strict=True))
-    assert reason["rejected_at_extraction"] == "PNG CRC mismatch in a IDAT chunk at byte 33"
-    assert reason["image_without_row"] == f"image has no Data_Entry row ({ENTRY})"
-    assert reason["duplicate_image"].endswith("(images_001.zip)")
-    assert reason["image_in_no_split_list"] == "image is in neither train_val_list.txt nor test_list.txt"
-    assert reason["list_entry_without_row"] == f"train_val_list.txt entry whose image has no Data_Entry row ({ENTRY})"
+    reason = dict(zip(result.quarantine["image_index"] + "/" + result.quarantine["reason_code"],
+                      result.quarantine["reason"], strict=True))  # fmt: skip
+    assert reason["00000003_000.png/rejected_at_extraction"] == "PNG CRC mismatch in a IDAT chunk at byte 33"
+    assert reason["00000009_000.png/image_without_row"] == f"image has no Data_Entry row ({ENTRY})"
+    assert reason["00000002_000.png/duplicate_image"].endswith("(images_001.zip)")
+    unlisted = "image is in neither train_val_list.txt nor test_list.txt"
+    assert reason["00000004_000.png/image_in_no_split_list"] == unlisted
+    assert reason["00000006_000.png/image_in_no_split_list"] == (
+        f"its split-list line is quarantined: {IN_BOTH} (test_list.txt line 2)"
+    )
+    assert reason["00000009_000.png/list_entry_without_row"] == (
+        f"train_val_list.txt entry whose image has no Data_Entry row ({ENTRY})"
+    )
+    assert reason["00000001_000.png/bbox_row_defect"] == (
+        "label 'Flu' is not one of the 8 bounding-box findings (BBox_List_2017.csv line 9)"
+    )
+    assert reason["00000006_000.png/split_list_row_defect"] == f"{IN_BOTH} (test_list.txt line 2)"
     box = result.quarantine[result.quarantine["reason_code"] == "bbox_without_row"].iloc[0]
-    assert (box["source"], box["member"]) == ("BBox_List_2017.csv", "line 5")
-    assert result.quarantine_reasons() == dict.fromkeys(QUARANTINE_REASONS, 1)
+    assert (box["source"], box["member"]) == ("BBox_List_2017.csv", "line 6")
+    defect = result.quarantine[result.quarantine["reason_code"] == "split_list_row_defect"].iloc[0]
+    assert (defect["source"], defect["member"]) == ("test_list.txt", "line 2")
+    assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 1), "image_in_no_split_list": 2}
+    assert set(QUARANTINE_KINDS) == set(QUARANTINE_REASONS)
 
 
 def test_absent_images_are_a_subset_not_an_error(mismatches: Any) -> None:
     result, _ = mismatches
     assert reasons_of(result.subset) == {
         "data_entry_rows": ["00000005_000.png"],
-        "bboxes": ["00000005_000.png"],
-        "train_val_entries": ["00000005_000.png"],
+        "bboxes": ["00000005_000.png", "00000007_000.png"],
+        "train_val_entries": ["00000005_000.png", "00000008_000.png"],
     }
-    assert result.subset_counts() == {"data_entry_rows": 1, "bboxes": 1, "train_val_entries": 1, "test_entries": 0}
+    assert result.subset_counts() == {"data_entry_rows": 1, "bboxes": 2, "train_val_entries": 2, "test_entries": 0}
     assert set(result.subset["reason"]) == {
         "Data_Entry row: image not in this source (subset)",
         "box: image not in this source (subset)",
+        f"box: image not in this source (subset); not in {ENTRY} either",
         "train_val list entry: image not in this source (subset)",
+        f"train_val list entry: image not in this source (subset); not in {ENTRY} either",
     }
     assert "(subset)" not in " ".join(result.quarantine["reason"])
+
+
+def test_quarantined_images_and_rows_are_counted_apart_from_what_the_source_lacks(mismatches: Any) -> None:
+    result, _ = mismatches
+    summary = accounting_summary(result.quarantine_reasons(), result.subset_counts())
+    assert summary == {
+        "quarantined_by_kind": {"images": 6, "box_rows": 3, "split_list_rows": 2},
+        "not_in_source": {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2},
+    }
+    assert sum(summary["quarantined_by_kind"].values()) == len(result.quarantine)
+    assert sum(summary["not_in_source"].values()) == len(result.subset)
+    assert accounting_lines(summary) == [
+        "quarantined: 6 images, 3 box rows, 2 split-list rows",
+        "not in this source (subset): 2 split-list names, 2 boxes, 1 Data_Entry row",
+    ]
+    big = {"quarantined_by_kind": {"images": 2, "box_rows": 1}, "not_in_source": {"split_list_names": 94143}}
+    assert accounting_lines(big) == [
+        "quarantined: 2 images, 1 box row",
+        "not in this source (subset): 94,143 split-list names",
+    ]
+    assert accounting_lines({}) == ["quarantined: none", "not in this source (subset): none"]
 
 
 def test_every_row_and_image_is_accounted_for_once(mismatches: Any) -> None:
@@ -116,7 +172,8 @@ def test_every_row_and_image_is_accounted_for_once(mismatches: Any) -> None:
     images = result.quarantine[~result.quarantine["source"].str.endswith((".csv", ".txt"))]
     explained = set(result.frame["image_index"]) | set(images["image_index"]) | set(result.subset["image_index"])
     assert {f"0000000{i}_000.png" for i in range(1, 6)} <= explained
-    boxes_seen = len(result.quarantine[result.quarantine["source"] == "BBox_List_2017.csv"])
+    box_rows = result.quarantine[result.quarantine["source"] == "BBox_List_2017.csv"]
+    boxes_seen = len(box_rows[box_rows["reason_code"] != "bbox_row_defect"])  # that row is not in ``box`` any more
     boxes_seen += len(result.subset[result.subset["reason_code"] == "bboxes"])
     attached = attach_bboxes(result.frame, box)
     assert boxes_seen + sum(len(b) for b in attached["bboxes"]) == len(box)
@@ -126,41 +183,50 @@ def test_report_and_summary_say_what_happened(mismatches: Any) -> None:
     result, _ = mismatches
     report = json.loads(json.dumps(result.report()))
     assert report["publishable_images"] == 2
-    assert report["quarantined"] == 8
+    assert report["quarantined"] == 11
+    assert report["quarantined_by_kind"] == {"images": 6, "box_rows": 3, "split_list_rows": 2}
+    assert report["not_in_source"] == {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2}
     assert report["quarantine"]["image_without_row"]["count"] == 1
     assert report["quarantine"]["image_without_row"]["examples"][0]["member"] == "images/00000009_000.png"
     assert report["subset"]["bboxes"]["reason"] == SUBSET_REASONS["bboxes"]
     assert "test_entries" not in report["subset"]
     text = result.summary_text()
-    assert text.startswith("cross-check: 2 images publishable, 8 items quarantined")
+    assert text.startswith(
+        "cross-check: 2 images publishable; quarantined: 6 images, 3 box rows, 2 split-list rows; "
+        "not in this source (subset): 2 split-list names, 2 boxes, 1 Data_Entry row"
+    )
     assert "quarantined 1: image has no Data_Entry row" in text
-    assert "subset 1: box: image not in this source (subset)" in text
+    assert "subset 2: box: image not in this source (subset)" in text
 
 
 def test_a_partial_download_of_real_metadata_is_a_subset() -> None:
     entry = load_data_entry(DATA_ENTRY_FILE.read_bytes(), DATA_ENTRY_FILE.name).frame
-    real_boxes = load_bboxes(BBOX_FILE.read_bytes(), BBOX_FILE.name).frame
-    real_boxes = real_boxes[real_boxes["label"].isin(BBOX_LABELS)]  # the planted bad last row is blocked earlier
+    table = load_bboxes(BBOX_FILE.read_bytes(), BBOX_FILE.name)
+    rejected = validate_bboxes(table, set(entry["image_index"])).defects  # the mirror's appended two-label row
+    assert rejected is not None
+    real_boxes = table.frame[~pd.Series(table.line_numbers(), index=table.frame.index).isin(rejected["line"])]
     names = [path.name for path in IMAGES]
     raw = pd.DataFrame([landed(name) for name in names])
     first = list(entry["image_index"])
     lists = {"train_val": first[:1500], "test": first[1500:]}
-    result = reconcile(raw, Curated(entry, DATA_ENTRY_FILE.name, real_boxes, lists))
+    result = reconcile(raw, Curated(entry, DATA_ENTRY_FILE.name, real_boxes, lists, rejected=rejected))
     assert sorted(result.frame["image_index"]) == names
     pd.testing.assert_frame_equal(
         result.frame[entry.columns],
         entry[entry["image_index"].isin(names)].sort_values("image_index", ignore_index=True),
     )  # the published rows are the source rows, value for value
-    in_entry = real_boxes["image_index"].isin(entry["image_index"])
+    assert len(real_boxes) == 984
+    assert not real_boxes["image_index"].isin(names).any()  # no box of these 8 images
     assert result.subset_counts() == {
         "data_entry_rows": 2000 - len(names),
-        "bboxes": int(in_entry.sum()),
+        "bboxes": 984,  # 965 of them name images this excerpt of Data_Entry does not list either: still a subset
         "train_val_entries": 1500 - len(names),
         "test_entries": 500,
     }
-    # this excerpt has 2,000 of the 112,120 rows: boxes of the other images name no Data_Entry row
-    assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 0), "bbox_without_row": 965}
-    assert int(in_entry.sum()) == 984 - 965
+    assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 0), "bbox_row_defect": 1}
+    bad = result.quarantine.iloc[0]
+    assert (bad["source"], bad["member"], bad["image_index"]) == (BBOX_FILE.name, "line 986", "00000001_001.png")
+    assert "'Cardiomegaly|Emphysema'" in bad["reason"]
 
 
 def test_without_lists_or_boxes_nothing_is_checked_against_them() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images
+from pipeline import extract, images
+from pipeline.archives import Member
 from tests.reference import IMAGES as REAL
 
 
@@ -88,3 +91,59 @@ def test_bytes_that_differ_from_the_manifest_name_the_object_and_the_fix() -> No
     raw = REAL[0].read_bytes()
     with pytest.raises(images.ImageError, match=r"raw object raw/a\.png does not match .*re-run extract"):
         images.process_image(raw, "0" * 64, "raw/a.png", None)
+
+
+# --- only PNG in a PNG: bytes after IEND, chunk floods ------------------------------------------------------------
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_chunks_after_ihdr(png: bytes, chunks: bytes) -> bytes:
+    ihdr_end = len(images.PNG_SIGNATURE) + 12 + 13
+    return png[:ihdr_end] + chunks + png[ihdr_end:]
+
+
+def test_bytes_after_iend_are_stripped_and_the_stored_sha256_is_of_the_png_alone() -> None:
+    png = REAL[0].read_bytes()
+    rider = b"PK\x03\x04" + b"another file riding inside the PNG" * 40
+    info = images.check_png(png + rider)
+    assert info.end == len(png)
+    assert images.strip_trailing(png + rider, info) == (png, f"stripped {len(rider)} bytes after IEND")
+    assert images.strip_trailing(png, images.check_png(png)) == (png, None)
+    member = Member("images/00000001_000.png", png + rider)
+    row, digest = extract.check(member, "images_001.zip", "raw/shards/images_001")
+    assert digest == hashlib.sha256(png).digest()
+    assert (row["status"], row["size"], row["sha256"]) == ("ok", len(png), hashlib.sha256(png).hexdigest())
+    assert row["repaired"] == f"stripped {len(rider)} bytes after IEND"
+    whole, _ = extract.check(Member("images/00000001_000.png", png), "images_001.zip", "raw/shards/images_001")
+    assert whole["repaired"] is None
+    assert whole["key"] == row["key"]  # the same pixels, stored once under the same key
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        (_chunk(b"prVt", b"") * (images.MAX_ANCILLARY_CHUNKS + 1), "more than 1000 ancillary chunks"),
+        (_chunk(b"prVt", b"\0" * (images.MAX_ANCILLARY_BYTES + 1)), "more than 1048576 bytes of ancillary chunks"),
+    ],
+)
+def test_a_flood_of_private_chunks_is_refused_as_a_chunk_flood(chunks: bytes, message: str) -> None:
+    flooded = _with_chunks_after_ihdr(REAL[2].read_bytes(), chunks)
+    with pytest.raises(images.ImageError, match=f"PNG holds {message} \\(a chunk flood"):
+        images.check_png(flooded)
+    row, digest = extract.check(Member("images/00000001_002.png", flooded), "images_001.zip", "raw/shards/images_001")
+    assert (row["status"], digest) == ("quarantined", None)
+    assert "chunk flood" in row["reason"]
+
+
+def test_too_many_chunks_of_any_kind_is_a_flood_and_real_images_are_far_below_every_limit() -> None:
+    empty_idat = _chunk(b"IDAT", b"")
+    png = REAL[3].read_bytes()
+    at = png.rindex(b"IEND") - 4
+    flooded = png[:at] + empty_idat * images.MAX_CHUNKS + png[at:]
+    with pytest.raises(images.ImageError, match="more than 100000 chunks"):
+        images.check_png(flooded)
+    xmp = _chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + b"<x:xmpmeta/>" * 300)  # what the RGBA ones carry
+    assert images.check_png(_with_chunks_after_ihdr(png, xmp)).end == len(png) + len(xmp)

@@ -12,13 +12,18 @@ import pytest
 from pipeline.metadata import (
     DATA_ENTRY_COLUMNS,
     DATA_ENTRY_DTYPES,
+    MAX_FILE_BYTES,
+    FileTooLargeError,
     LoadedTable,
     UnknownHeaderError,
     UnreadableFileError,
+    brief,
+    check_size,
     load_any_table,
     load_bboxes,
     load_data_entry,
     load_split_list,
+    short,
     split_header,
     split_list_entries,
 )
@@ -309,3 +314,37 @@ def test_unknown_header_names_the_closest_variant_and_a_wrong_delimiter() -> Non
     semicolons = (CORE.replace(",", ";") + "\n").encode()
     with pytest.raises(UnknownHeaderError, match="separated by ';' or tabs: save the file comma-separated"):
         load_data_entry(semicolons, "excel.csv")
+
+
+def test_a_header_with_a_million_columns_gives_a_short_error() -> None:
+    header = ",".join(f"Column {n}" for n in range(1_000_000)) + "\n"
+    with pytest.raises(UnknownHeaderError) as caught:
+        load_any_table((header + "1,2\n").encode(), "wide.csv")
+    message = str(caught.value)
+    assert len(message) < 3000
+    assert "columns found: ['Column 0', 'Column 1'," in message
+    assert "'Column 9'] and 999,990 more (plus 0 empty)" in message
+    assert "unexpected columns ['Column 0'," in message
+    assert message.count("and 999,990 more") == 2
+
+
+def test_long_values_in_messages_are_cut() -> None:
+    assert short("x" * 100) == "x" * 80 + "... (100 chars)"
+    assert short(list(range(25))) == [*range(10), "... and 15 more"]
+    assert short(1.5) == 1.5
+    assert brief(["a" * 200, "b"], limit=1) == "['" + "a" * 80 + "... (200 chars)'] and 1 more"
+    long_name = "N" * 5000
+    with pytest.raises(UnknownHeaderError) as caught:
+        load_data_entry(f"{CORE},{long_name}\n".encode(), "long.csv")
+    assert long_name not in str(caught.value)
+    assert "(5,000 chars)" in str(caught.value)
+
+
+def test_size_limits_are_per_kind_and_far_above_the_real_files() -> None:
+    assert MAX_FILE_BYTES["data_entry"] >= 10 * 8_500_000
+    assert MAX_FILE_BYTES["bbox"] >= 100 * 90_000
+    assert MAX_FILE_BYTES["split_list"] >= 10 * 1_600_000
+    check_size("BBox_List_2017.csv", MAX_FILE_BYTES["bbox"], "bbox")
+    with pytest.raises(FileTooLargeError, match=r"Data_Entry_2017\.csv: 1,073,741,824 bytes, over the 128 MiB limit"):
+        check_size("Data_Entry_2017.csv", 1 << 30, "data_entry")
+    assert issubclass(FileTooLargeError, UnreadableFileError)

@@ -134,6 +134,62 @@ def test_changed_file_gets_a_new_fingerprint(tmp_path: Path) -> None:
     assert sources.discover(str(tmp_path)).shards[0].fingerprint != before
 
 
+def test_a_file_replaced_by_one_of_equal_size_and_mtime_gets_a_new_fingerprint(tmp_path: Path) -> None:
+    _touch(tmp_path, "images_001.zip", "Data_Entry_2017.csv", data=b"ab")
+    path = tmp_path / "images_001.zip"
+    before, stat = sources.discover(str(tmp_path)).shards[0], path.stat()
+    path.write_bytes(b"zz")  # in place: same inode, same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    after = sources.discover(str(tmp_path)).shards[0]
+    assert (after.size, path.stat().st_mtime_ns) == (before.size, stat.st_mtime_ns)
+    assert after.fingerprint != before.fingerprint
+    assert sources.content_identity(after) != sources.content_identity(before)
+
+
+def test_the_identity_of_a_file_names_its_location(tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        _touch(tmp_path / folder, "images_001.zip", "Data_Entry_2017.csv")
+    one, two = (sources.discover(str(tmp_path / f)).shards[0] for f in ("a", "b"))
+    assert sources.content_identity(one) != sources.content_identity(two)
+    assert sources.content_identity(one) == sources.content_identity(sources.discover(str(tmp_path / "a")).shards[0])
+
+
+@pytest.mark.parametrize(
+    ("location", "validator", "kind"),
+    [
+        ("s3://bucket/nih/images_001.zip", "9b2cf535f27731c974343645a3985328", "s3-etag"),
+        ("https://mirror/images_001.zip", '"5e1f-61a2"', "http-etag"),
+        ("https://mirror/images_001.zip", 'W/"5e1f-61a2"', "http-weak"),
+        ("https://mirror/images_001.zip", "Wed, 21 Oct 2015 07:28:00 GMT", "http-weak"),
+        ("https://mirror/images_001.zip", "", "none"),
+    ],
+)
+def test_a_remote_fingerprint_says_what_its_validator_is(location: str, validator: str, kind: str) -> None:
+    ref = sources._remote_ref(remote.RemoteInfo("images_001.zip", location, 42, validator))
+    assert ref.fingerprint == f"{kind}:{validator}:42"
+    assert (sources.content_identity(ref) is None) == (kind == "none")  # no tag: never taken as unchanged
+
+
+def test_the_identity_of_an_s3_file_names_its_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = sources._remote_ref(remote.RemoteInfo("images_001.zip", "s3://bucket/images_001.zip", 42, "etag"))
+    monkeypatch.setenv("CXR_SOURCE_ENDPOINT_URL", "http://one:8333")
+    one = sources.content_identity(ref)
+    monkeypatch.setenv("CXR_SOURCE_ENDPOINT_URL", "http://two:8333")
+    assert sources.content_identity(ref) != one
+
+
+def test_a_replaced_file_in_an_unpacked_folder_changes_its_fingerprint(tmp_path: Path) -> None:
+    (tmp_path / "images_001" / "images").mkdir(parents=True)
+    png = tmp_path / "images_001" / "images" / "00000001_000.png"
+    png.write_bytes(b"png")
+    _touch(tmp_path, "Data_Entry_2017.csv")
+    before, stat = sources.discover(str(tmp_path)).shards[0].fingerprint, png.stat()
+    png.write_bytes(b"PNG")
+    os.utime(png, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sources.discover(str(tmp_path)).shards[0].fingerprint != before
+
+
 # --- RangeFile ---------------------------------------------------------------------------------
 
 

@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.metadata import LoadedTable, UnreadableFileError, load_bboxes, load_data_entry
+from pipeline.metadata import FileTooLargeError, LoadedTable, UnreadableFileError, load_bboxes, load_data_entry
 from pipeline.nih import IMAGE_NAME_RE
 from pipeline.validate import (
     GX_SEVERITY,
+    ROW_DEFECT_COLUMNS,
     SUITES_DIR,
     BlockingValidationError,
+    DefectiveFileError,
     ExpectationOutcome,
     SuiteError,
     ValidationReport,
@@ -144,28 +146,84 @@ def box_table(rows: str) -> LoadedTable:
     return load_bboxes((BOX_HEADER + rows).encode(), "boxes.csv")
 
 
-def test_real_bbox_list_is_blocked_by_its_extra_row(known: set[str]) -> None:
+def test_real_bbox_list_quarantines_its_extra_row_only(known: set[str]) -> None:
     table = load_bboxes(BBOX_FILE.read_bytes(), BBOX_FILE.name)
-    outcomes = validate_bboxes(table, known).outcomes
-    assert failures(outcomes) == {"label_in_vocabulary", "image_known"}
-    bad = failed(outcomes, "label_in_vocabulary")
-    assert bad.severity == "blocking"
+    run = validate_bboxes(table, known)
+    assert failures(run.outcomes) == {"label_in_vocabulary", "image_known"}
+    bad = failed(run.outcomes, "label_in_vocabulary")
+    assert bad.severity == "warning"
+    assert bad.quarantines_rows
     assert bad.unexpected_count == 1
     row = {"line": 986, "image_index": "00000001_001.png", "label": "Cardiomegaly|Emphysema"}
     assert bad.examples == [row]
-    assert failed(outcomes, "image_known").severity == "warning"
+    assert "those rows are quarantined" in bad.render()
+    assert failed(run.outcomes, "image_known").severity == "warning"
+    assert run.defects is not None
+    assert list(run.defects.columns) == list(ROW_DEFECT_COLUMNS)
+    assert run.defects.to_dict("records") == [
+        {"kind": "bbox", "file": BBOX_FILE.name, "line": 986, "image_index": "00000001_001.png",
+         "reason": "label 'Cardiomegaly|Emphysema' is not one of the 8 bounding-box findings"},
+    ]  # fmt: skip
+    assert ValidationReport.from_runs([run], {}).ok
+    assert len(table.frame) - len(run.defects) == 984
 
 
-def test_box_outside_the_image_is_blocking() -> None:
-    table = box_table("00000001_000.png,Mass,1000.5,10,100,20\n00000001_000.png,Nodule,-1,10,5,0\n")
-    outcomes = validate_bboxes(table, None).outcomes
-    assert failures(outcomes) == {"x_end_inside", "x_inside", "h_positive"}
-    outside = failed(outcomes, "x_end_inside")
-    assert outside.severity == "blocking"
-    assert outside.unexpected_count == 1
-    assert outside.examples[0]["line"] == 2
-    assert outside.examples[0]["x_end"] == pytest.approx(1100.5)
-    assert "image_known" not in {o.check for o in outcomes}
+GOOD_BOXES = "".join(f"000000{n:02d}_000.png,Mass,{n},10,100,20\n" for n in range(10, 20))
+
+
+@pytest.mark.parametrize(
+    ("row", "checks", "reason"),
+    [
+        ("00000001_000.png,Cardiomegaly|Emphysema,1,1,5,5", {"label_in_vocabulary"},
+         "label 'Cardiomegaly|Emphysema' is not one of the 8 bounding-box findings"),
+        ("00000001_000.png,Flu,1,1,5,5", {"label_in_vocabulary"}, "label 'Flu' is not one of the 8"),
+        ("00000001_000.png,,1,1,5,5", {"label_in_vocabulary"}, "label '' is not one of the 8"),
+        ("images/00000001_000.png,Mass,1,1,5,5", {"image_index_pattern"},
+         "image name 'images/00000001_000.png' is not <8-digit patient>_<3-digit follow-up>.png"),
+        ("00000001_000.png,Mass,one,1,5,5", {"x_present"}, "box x is not a number"),
+        ("00000001_000.png,Mass,1,,5,5", {"y_present"}, "box y is not a number"),
+        ("00000001_000.png,Mass,1,1,inf,5", {"w_present"}, "box w is not a number"),
+        ("00000001_000.png,Mass,1,1,5,NaN", {"h_present"}, "box h is not a number"),
+        ("00000001_000.png,Mass,-1,10,5,5", {"x_inside"}, "box x -1.0 is negative (outside the image)"),
+        ("00000001_000.png,Mass,1,-0.5,5,5", {"y_inside"}, "box y -0.5 is negative"),
+        ("00000001_000.png,Mass,1,1,0,5", {"w_positive"}, "box w 0.0 is not positive"),
+        ("00000001_000.png,Mass,1,1,5,-3", {"h_positive"}, "box h -3.0 is not positive"),
+        ("00000001_000.png,Mass,1000.5,10,100,20", {"x_end_inside"},
+         "box ends at x 1100.5 (x + w), outside the 1024-pixel image"),
+        ("00000001_000.png,Mass,10,1000,5,30", {"y_end_inside"}, "box ends at y 1030.0 (y + h)"),
+        ("00000010_000.png,Mass,10,10,100,20", {"box_not_repeated", "box_unique"},
+         "the same box (image, label, x, y, w, h) as line 2"),
+        ("00000001_000.png,Nodule,-1,10,5,0", {"x_inside", "h_positive"},
+         "box x -1.0 is negative (outside the image); box h 0.0 is not positive"),
+    ],
+)  # fmt: skip
+def test_each_box_row_defect_is_quarantined_with_its_reason(row: str, checks: set[str], reason: str) -> None:
+    table = box_table(GOOD_BOXES + row + "\n")
+    run = validate_bboxes(table, None)
+    assert failures(run.outcomes) == checks
+    for check in checks - {"box_unique"}:
+        outcome = failed(run.outcomes, check)
+        assert (outcome.severity, outcome.quarantines_rows, outcome.unexpected_count) == ("warning", True, 1)
+    assert run.defects is not None
+    assert len(run.defects) == 1
+    defect = run.defects.iloc[0]
+    assert (defect["file"], defect["line"], defect["kind"]) == ("boxes.csv", 12, "bbox")
+    assert reason in defect["reason"]
+    assert ValidationReport.from_runs([run], {}).ok
+    assert "image_known" not in {o.check for o in run.outcomes}
+
+
+def test_two_different_boxes_of_one_image_and_label_are_kept_with_a_warning() -> None:
+    run = validate_bboxes(box_table(GOOD_BOXES + "00000010_000.png,Mass,500,500,10,10\n"), None)
+    assert failures(run.outcomes) == {"box_unique"}
+    assert failed(run.outcomes, "box_unique").severity == "warning"
+    assert run.defects is None
+
+
+def test_a_box_list_mostly_defective_is_refused_as_a_file() -> None:
+    rows = "00000001_000.png,Mass,1,1,5,5\n" + "00000002_000.png,Flu,1,1,5,5\n" * 2
+    with pytest.raises(DefectiveFileError, match=r"boxes\.csv: 2 of 3 rows have defects \(e\.g\. line 3: label 'Flu'"):
+        validate_bboxes(box_table(rows), None)
 
 
 def test_unknown_box_image_is_a_warning(known: set[str]) -> None:
@@ -178,17 +236,38 @@ def test_unknown_box_image_is_a_warning(known: set[str]) -> None:
 
 
 def test_split_lists(known: set[str]) -> None:
-    train = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "bad.png"]
-    test = [(1, "00000003_000.png"), (3, "00000002_000.png"), (4, "00000002_000.png")]
-    outcomes = validate_split_lists(train, test, known).outcomes
-    expected = {"name_pattern", "lists_disjoint", "name_unique", "name_known", "patients_disjoint"}
-    assert failures(outcomes) == expected
-    overlap = failed(outcomes, "lists_disjoint")
-    assert overlap.severity == "blocking"
+    train = ["00000001_000.png", "00000001_001.png", "00000002_000.png", "bad.png", "00000001_002.png"]
+    test = [(1, "00000003_000.png"), (3, "00000002_000.png"), (4, "00000002_000.png"), (5, "00000003_001.png"),
+            (6, "00000003_002.png"), (7, "00000003_003.png")]  # fmt: skip
+    run = validate_split_lists(train, test, known)
+    expected = {"name_pattern", "lists_disjoint", "name_not_repeated", "name_known", "patients_disjoint"}
+    assert failures(run.outcomes) == expected
+    overlap = failed(run.outcomes, "lists_disjoint")
+    assert (overlap.severity, overlap.quarantines_rows) == ("warning", True)
     assert overlap.unexpected_count == 3
     assert {"line": 3, "name": "00000002_000.png", "list": "train_val", "in_both": True} in overlap.examples
-    assert failed(outcomes, "name_known").severity == "warning"
-    assert failed(outcomes, "name_pattern").examples == [{"line": 4, "list": "train_val", "name": "bad.png"}]
+    assert failed(run.outcomes, "name_known").severity == "warning"
+    assert not failed(run.outcomes, "name_known").quarantines_rows
+    assert failed(run.outcomes, "name_pattern").examples == [{"line": 4, "list": "train_val", "name": "bad.png"}]
+    assert run.defects is not None
+    found = {(d["file"], d["line"]): d["reason"] for d in run.defects.to_dict("records")}
+    in_both = "00000002_000.png is in both train_val_list.txt and test_list.txt: its split is unknown"
+    assert found == {
+        ("train_val_list.txt", 3): in_both,
+        ("train_val_list.txt", 4): "'bad.png' is not an image name (<8-digit patient>_<3-digit follow-up>.png)",
+        ("test_list.txt", 3): in_both,
+        ("test_list.txt", 4): f"00000002_000.png repeats line 3 of the same list; {in_both}",
+    }
+    assert ValidationReport.from_runs([run], {}).ok
+
+
+def test_a_split_list_mostly_defective_is_refused_as_a_file() -> None:
+    html = ["<!DOCTYPE html>", "<html><body>Not found</body></html>", "00000001_000.png"]
+    with pytest.raises(DefectiveFileError, match=r"^train_val_list\.txt: 2 of 3 rows have defects \(e\.g\. line 1: "):
+        validate_split_lists(html, ["00000002_000.png"], None)
+    same = ["00000001_000.png", "00000002_000.png"]
+    with pytest.raises(DefectiveFileError, match=r"is in both train_val_list\.txt and test_list\.txt"):
+        validate_split_lists(same, same, None)
 
 
 def test_clean_split_lists_pass_without_data_entry() -> None:
@@ -223,7 +302,7 @@ def test_suite_with_unknown_expectation_type_raises(tmp_path: Path, reference: L
     )
     path = tmp_path / "bbox.json"
     path.write_text(json.dumps(payload))
-    dropped = r"loaded 22 of 23 expectations; dropped \['expect_box_to_be_pretty'\]"
+    dropped = r"loaded 23 of 24 expectations; dropped \['expect_box_to_be_pretty'\]"
     with pytest.raises(SuiteError, match=dropped):
         load_suite(path)
     with pytest.raises(SuiteError, match="expect_box_to_be_pretty"):
@@ -296,8 +375,26 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], entr
     assert view["examples"][0]["line"] == 5
     assert view["severity"] == "blocking"
 
-    assert validate_main([str(BBOX_FILE)]) == 1
-    assert "[blocking] bbox.label_in_vocabulary" in capsys.readouterr().out
+    assert validate_main([str(DATA_ENTRY_FILE), str(BBOX_FILE)]) == 0  # warnings only: the bad row is quarantined
+    out = capsys.readouterr().out
+    assert out.startswith("validation OK")
+    assert "0 blocking failures" in out
+    assert "1 rows quarantined" in out
+    assert "[warning] bbox.label_in_vocabulary" in out
+    assert "those rows are quarantined" in out
+    assert (
+        f"    {BBOX_FILE} line 986 (00000001_001.png): label 'Cardiomegaly|Emphysema' is not one of the 8 "
+        "bounding-box findings"
+    ) in out.splitlines()
+    assert validate_main([str(BBOX_FILE), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["blocking_failures"], report["quarantined_rows"]) == (True, 0, 1)
+    assert report["row_defects"][0]["line"] == 986
+    assert report["warnings"] == 1
+
+    mostly_bad = write(tmp_path / "BBox_bad.csv", BOX_HEADER + "00000001_000.png,Flu,1,1,5,5\n")
+    assert validate_main([str(mostly_bad)]) == 2
+    assert "BBox_bad.csv: 1 of 1 rows have defects" in capsys.readouterr().err
 
     odd = write(tmp_path / "odd.csv", "a,b\n1,2\n")
     assert validate_main([str(odd)]) == 2
@@ -316,3 +413,50 @@ def test_loader_quirks_are_in_the_summary_and_json(tmp_path: Path) -> None:
     assert f"  {boxes}: bbox/nih (infiltrate_renamed=1)" in report.summary_text().splitlines()
     assert report.to_json()["notes"] == {str(boxes): {"infiltrate_renamed": 1}}
     assert [o.check for o in report.outcomes if o.check == "image_known"] == []  # no Data_Entry given
+
+
+def test_cli_quarantines_split_list_lines_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"0000000{n}_000.png" for n in range(1, 8)]
+    train = write(tmp_path / "train_val_list.txt", "\n".join([*names[:4], "readme.md", names[0]]) + "\n")
+    test = write(tmp_path / "test_list.txt", "\n".join([*names[4:], names[3]]) + "\n")
+    assert validate_main([str(train), str(test)]) == 0
+    out = capsys.readouterr().out
+    assert "4 rows quarantined" in out
+    for line in (
+        f"{train} line 4 (00000004_000.png): 00000004_000.png is in both train_val_list.txt and test_list.txt",
+        f"{train} line 5 (readme.md): 'readme.md' is not an image name",
+        f"{train} line 6 (00000001_000.png): 00000001_000.png repeats line 1 of the same list",
+        f"{test} line 4 (00000004_000.png): 00000004_000.png is in both",
+    ):
+        assert any(text.strip().startswith(line) for text in out.splitlines()), line
+
+
+def test_many_quarantined_rows_are_listed_briefly(tmp_path: Path) -> None:
+    rows = "".join(f"{n:08d}_000.png,Mass,{n % 900},1,5,5\n" for n in range(1, 201))
+    rows += "".join(f"{n:08d}_000.png,Flu{'x' * 500},1,1,5,5\n" for n in range(300, 330))
+    report = validate_files([write(tmp_path / "boxes.csv", BOX_HEADER + rows)])
+    assert report.ok
+    assert len(report.row_defects) == 30
+    text = report.summary_text()
+    assert "... and 10 more" in text
+    assert max(len(line) for line in text.splitlines()) < 1000
+    assert "(503 chars)" in text
+
+
+def test_files_over_their_size_limit_are_refused_before_they_are_read(tmp_path: Path) -> None:
+    import resource
+
+    big = tmp_path / "BBox_List_2017.csv"
+    with big.open("wb") as fh:  # a sparse 2 GB file: reading it would show in the peak RSS
+        fh.write(BOX_HEADER.encode())
+        fh.truncate(2 << 30)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FileTooLargeError, match=r"BBox_List_2017\.csv: 2,147,483,648 bytes, over the 16 MiB limit"):
+        validate_files([big])
+    assert validate_main([str(big)]) == 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: far below the file
+    listed = write(tmp_path / "test_list.txt", b"")
+    with listed.open("r+b") as fh:
+        fh.truncate(40 << 20)
+    with pytest.raises(FileTooLargeError, match="over the 32 MiB limit for a split list"):
+        validate_files([listed])
