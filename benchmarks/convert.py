@@ -38,10 +38,11 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline import images, tasks
-from pipeline.stack import LocalS3, StackInfo
-from pipeline.storage import Store
-from pipeline.synth import SynthConfig, synthesize
+from pipeline import png as images
+from pipeline.dev.stack import LocalS3, StackInfo
+from pipeline.dev.synth import SynthConfig, synthesize
+from pipeline.run import tasks
+from pipeline.store.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = int(os.environ.get("CXR_BENCH_CONVERT_IMAGES", "400"))

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import rss_mb, run_child
-from pipeline import tasks
-from pipeline.stack import LocalS3, StackInfo
-from pipeline.storage import Store
-from pipeline.synth import SynthConfig, synthesize
+from pipeline.dev.stack import LocalS3, StackInfo
+from pipeline.dev.synth import SynthConfig, synthesize
+from pipeline.run import tasks
+from pipeline.store.storage import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(os.environ.get("CXR_BENCH_DIR", ROOT / ".cxr" / "bench"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import rss_mb, run_child
-from pipeline.stack import LocalS3, StackInfo
+from pipeline.dev.stack import LocalS3, StackInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = int(os.environ.get("CXR_BENCH_IMAGES", "1200"))
@@ -82,7 +82,7 @@ def shards(images: int) -> dict[str, Path]:
     }
     if all(p.is_file() for p in paths.values()):
         return paths
-    from pipeline.synth import SynthConfig, synthesize
+    from pipeline.dev.synth import SynthConfig, synthesize
 
     print(f"  generating {images} synthetic 1024-px images (cached in {folder}) ...", flush=True)
     with tempfile.TemporaryDirectory(dir=BENCH_DIR.parent if BENCH_DIR.parent.is_dir() else None) as tmp:
@@ -109,7 +109,7 @@ def child(mode: str, archive: Path, stack: StackInfo) -> dict[str, Any]:
 def put_main(archive: str, store_uri: str) -> dict[str, Any]:
     """In a child: PUT every member of the archive (read beforehand), checksum included, ``WORKERS`` at a time."""
     from pipeline.config import StoreConfig
-    from pipeline.storage import Store
+    from pipeline.store.storage import Store
 
     store = Store(StoreConfig.from_env(store_uri))
     members = _members(Path(archive))
@@ -129,9 +129,9 @@ def put_main(archive: str, store_uri: str) -> dict[str, Any]:
 
 def extract_main(archive: str, store_uri: str) -> dict[str, Any]:
     """In a child: import everything, note the RSS, extract the archive into a fresh prefix."""
-    from pipeline import extract, sources
     from pipeline.config import StoreConfig
-    from pipeline.storage import Store
+    from pipeline.ingest import extract, sources
+    from pipeline.store.storage import Store
 
     store = Store(StoreConfig.from_env(store_uri))
     ref = sources._local_ref(Path(archive))
@@ -167,7 +167,7 @@ def run() -> dict[str, Any]:
     rss: dict[str, dict[str, Any]] = {}
     cpu: dict[str, float] = {}
     with LocalS3() as stack:
-        from pipeline.stack import make_client
+        from pipeline.dev.stack import make_client
 
         make_client(stack).create_bucket(Bucket=BUCKET)
         for _ in range(REPEAT):  # interleaved, so load from elsewhere hits all three alike

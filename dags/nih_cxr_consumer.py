@@ -33,7 +33,7 @@ def log_release() -> list[str]:
     Logs, for every release event that triggered this run, the manifest URI, version and counts.
     Returns those lines (they also show in XCom).
     """
-    from pipeline import tasks
+    from pipeline.run import tasks
 
     events: Any = get_current_context()["triggering_asset_events"][RELEASES]
     lines = [tasks.release_event_text(event.asset.uri, event.extra) for event in events]

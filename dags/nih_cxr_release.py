@@ -75,11 +75,12 @@ def _connection_fields(conn_id: str) -> dict[str, Any] | None:
 
 
 def _run(stage: str, *args: Any) -> Any:
-    """Call one `pipeline.tasks` function with the run's config; bad data fails without retry."""
+    """Call one `pipeline.run.tasks` function with the run's config; bad data fails without retry."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import config, connections, tasks
+    from pipeline import config
     from pipeline.errors import PipelineError, one_line
+    from pipeline.run import connections, tasks
 
     ctx = get_current_context()
     params = dict(ctx["params"])
@@ -126,7 +127,7 @@ def _record_error(ctx: Any, exc: BaseException) -> None:
 
 def _summarise(context: Any) -> None:
     """DAG callback: log one paragraph on how the run ended (runs in the dag-processor)."""
-    from pipeline import tasks
+    from pipeline.run import tasks
 
     ti, reason = context.get("ti"), str(context.get("reason") or "")
     outcome: dict[str, Any] | None = None

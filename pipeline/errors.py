@@ -1,7 +1,7 @@
 """Exceptions that say what went wrong, where, and whether a retry can help.
 
 Every failure a user can cause is one of these kinds; ``cxr`` maps each kind to an exit code
-(:data:`pipeline.cli.EXIT_CODES`) and prints its message as one ``error:`` line, never a traceback. The DAG maps
+(:data:`pipeline.cli.commands.EXIT_CODES`) and prints its message as one ``error:`` line, never a traceback. The DAG maps
 ``retryable`` onto Airflow's behaviour: bad data fails the task at once (``AirflowFailException``), a flaky
 endpoint is retried with back-off; either way the task log starts with :func:`one_line`.
 """

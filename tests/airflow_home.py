@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import airflow_local
+from pipeline.dev import airflow_local
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cxr-test-airflow-"))
 atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipeline.stack import LocalS3, StackInfo, make_client
+from pipeline.dev.stack import LocalS3, StackInfo, make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -107,7 +107,7 @@ def test_shard_and_unit_work_is_bounded_per_run_and_across_runs(dagbag: Any) -> 
 
 
 def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: Any) -> None:
-    from pipeline.tasks import PARAM_DEFAULTS
+    from pipeline.run.tasks import PARAM_DEFAULTS
 
     params = dagbag.dags["nih_cxr_release"].params
     wanted = {
@@ -166,7 +166,7 @@ def test_runs_end_with_a_logged_summary(dagbag: Any) -> None:
 
 
 def test_summary_says_what_was_published_or_where_it_failed() -> None:
-    from pipeline.tasks import run_summary
+    from pipeline.run.tasks import run_summary
 
     published = {"version": "2026.11.26", "published": True, "counts": {"train": 8}, "quarantined": 1, "manifest": "m"}
     assert "published release 2026.11.26 (train 8; 1 quarantined)" in run_summary("d", "r", published, None)

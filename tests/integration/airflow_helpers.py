@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.synth import SynthConfig, synthesize
+from pipeline.dev.synth import SynthConfig, synthesize
 
 
 def synthetic_mirror(factory: pytest.TempPathFactory, name: str, images: int, seed: int) -> Path:

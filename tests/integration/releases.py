@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import tasks
 from pipeline.config import RunConfig, StoreConfig
-from pipeline.stack import StackInfo
-from pipeline.storage import Store
-from pipeline.synth import SynthConfig, synthesize
+from pipeline.dev.stack import StackInfo
+from pipeline.dev.synth import SynthConfig, synthesize
+from pipeline.run import tasks
+from pipeline.store.storage import Store
 
 CXR = str(Path(sys.executable).with_name("cxr"))
 

@@ -11,8 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import nih, normalise, publish
-from pipeline.client import ReleaseClient
+from pipeline import nih
 from pipeline.config import (
     InvalidNameError,
     RunConfig,
@@ -22,7 +21,10 @@ from pipeline.config import (
     split_s3_uri,
     split_store_uri,
 )
+from pipeline.curate import normalise
 from pipeline.errors import PipelineError, UsageError
+from pipeline.publish import versions as publish
+from pipeline.read.client import ReleaseClient
 
 ROOT = Path(__file__).resolve().parents[2]
 ARABIC_INDIC = "٠٠٠٠٠٠٠١_٠٠٠.png"  # U+0660.. : \d and int() take these
@@ -140,7 +142,7 @@ def test_no_path_outside_the_release_folder_on_download(tmp_path: Path) -> None:
 
 
 def publish_release_stub(client: ReleaseClient, files: list[dict[str, Any]]) -> Any:
-    from pipeline.client import Release
+    from pipeline.read.client import Release
 
     return Release(client, "v1", {"files": [{"size": 1, "sha256": "0" * 64, **f} for f in files]})
 
@@ -238,7 +240,7 @@ def test_times_compare_across_offsets_and_a_missing_time_ranks_first() -> None:
 def test_cxr_validate_blocks_a_data_entry_row_with_a_look_alike_image_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.validate import validate_main
+    from pipeline.curate.validate import validate_main
     from tests.reference import DATA_ENTRY_FILE
 
     lines = DATA_ENTRY_FILE.read_text().splitlines(keepends=True)

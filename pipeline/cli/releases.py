@@ -1,0 +1,184 @@
+"""``cxr releases list|show|diff`` and ``cxr verify``: look at what a store has published.
+
+Only versions with a ``manifest.json`` are releases. Versions that were claimed or half-written by a run
+that has not finished (or crashed) are shown only by ``cxr releases list --incomplete``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.store.storage import Store
+
+#: Same as ``pipeline.plan.split.SPLITS``; repeated so ``cxr --help`` does not import pandas and boto3.
+SPLITS = ("train", "val", "test")
+STORE_HELP = "s3://BUCKET[/PREFIX] (default: $CXR_STORE; endpoint and keys from the AWS_* variables)"
+
+
+def _store(args: argparse.Namespace) -> Store:
+    from pipeline.config import StoreConfig
+    from pipeline.store.storage import Store
+
+    store = Store(StoreConfig.from_env(args.store))
+    store.require_bucket()  # a missing bucket is named as such, not reported as "no release published"
+    return store
+
+
+def _check_versions(*versions: str) -> None:
+    """Refuse a release argument that is neither ``latest`` nor a release name (``../v1``) before the store is asked."""
+    from pipeline.config import check_version_arg
+
+    for version in versions:
+        check_version_arg(version)
+
+
+def human_size(size: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _row(version: str, manifest: dict[str, Any], latest: str | None) -> str:
+    counts = manifest.get("counts", {})
+    mark = "*" if version == latest else " "
+    size = human_size(sum(int(f["size"]) for f in manifest.get("files", [])))
+    per_split = "".join(f"{counts.get(s, 0):>8}" for s in SPLITS)
+    return f"{version:<16}{mark}{manifest.get('images', 0):>8}{per_split}{size:>11}  {manifest.get('parent') or '-'}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from pipeline.publish import versions as publish
+
+    store = _store(args)
+    listing = publish.list_versions(store)
+    latest = (publish.read_latest(store) or {}).get("version")
+    manifests = {v: publish.read_manifest(store, v) or {} for v in listing.published}
+    if args.json:
+        keys = ("images", "counts", "parent", "published_at")
+        rows = [{"version": v, "latest": v == latest, **{k: m.get(k) for k in keys}} for v, m in manifests.items()]
+        out: dict[str, Any] = {"releases": rows}
+        if args.incomplete:
+            out["incomplete"] = listing.incomplete
+        print(json.dumps(out, indent=2))
+        return 0
+    if not listing.published:
+        print(f"no release published in {store.uri('releases/')} yet")
+    else:
+        print(f"{'VERSION':<17}{'IMAGES':>8}" + "".join(f"{s.upper():>8}" for s in SPLITS) + f"{'SIZE':>11}  PARENT")
+        for version, manifest in manifests.items():
+            print(_row(version, manifest, latest))
+        print("(* = latest)")
+    if args.incomplete:
+        print(f"incomplete (claimed or being written, not releases): {', '.join(listing.incomplete) or 'none'}")
+    return 0
+
+
+def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
+    version = str(manifest["version"])
+    config = manifest.get("config", {})
+    patients = manifest.get("patients", {})
+    files = manifest.get("files", [])
+    lines = [
+        f"release {version}{'  (latest)' if version == latest else ''}",
+        f"  published   {manifest.get('published_at', '?')} by run {manifest.get('created_by_run')}",
+        f"  parent      {manifest.get('parent') or '-'}",
+        f"  pipeline    {manifest.get('pipeline_version')}   inputs {manifest.get('input_fingerprint', '')[:16]}",
+        f"  split       {manifest.get('split_mode')}  seed {config.get('seed')}  val {config.get('val_fraction')}  "
+        f"test {config.get('test_fraction')}",
+    ]
+    for split in SPLITS:
+        lines.append(
+            f"  {split:<11} {manifest['counts'].get(split, 0):>8} images {patients.get(split, '?'):>8} patients"
+        )
+    lines.append(f"  quarantined {manifest.get('quarantined', 0):>8}")
+    lines.append(f"  files       {len(files):>8} ({human_size(sum(int(f['size']) for f in files))})")
+    validation = manifest.get("validation") or {}
+    if validation:
+        lines.append(
+            f"  validation  {'ok' if validation.get('ok') else 'FAILED'}: {validation.get('expectations')} "
+            f"expectations, {validation.get('warnings')} warnings"
+        )
+    if manifest.get("diff_from_parent"):
+        lines.append("  vs parent   " + ", ".join(f"{k} {v}" for k, v in manifest["diff_from_parent"].items()))
+    lines.append("  card        README.md, croissant.json (beside manifest.json)")
+    return lines
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pipeline.publish import versions as publish
+
+    _check_versions(args.version)
+    store = _store(args)
+    version = publish.resolve_version(store, args.version)
+    manifest = publish.read_manifest(store, version)
+    if manifest is None:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"release {version} is not published in {store.uri('releases/')}; see `cxr releases list`")
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    latest = (publish.read_latest(store) or {}).get("version")
+    print("\n".join(_show_lines(manifest, latest)))
+    print(f"  location    {store.uri(publish.manifest_key(version)).removesuffix('manifest.json')}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from pipeline.publish import diff
+
+    _check_versions(args.old, args.new)
+    changes = diff.diff_releases(_store(args), args.old, args.new)
+    print(diff.render_json(changes) if args.json else diff.render_text(changes, limit=args.limit))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.publish import versions as publish
+
+    _check_versions(args.release)
+    report = publish.verify_release(_store(args), args.release, limit=args.limit)
+    if args.json:
+        print(json.dumps({"version": report.version, "ok": report.ok, "files": report.files,
+                          "bytes": report.bytes, "problems": report.problems}, indent=2))  # fmt: skip
+    elif report.ok:
+        print(f"release {report.version}: {report.files} files ({human_size(report.bytes)}) match the manifest")
+    else:
+        print(f"release {report.version}: FAILED verification; first mismatches:")
+        print("\n".join(f"  {problem}" for problem in report.problems))
+    return 0 if report.ok else 1
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``releases`` (list, show, diff) and ``verify`` to the ``cxr`` subcommands."""
+    releases = sub.add_parser("releases", help="list, show and compare published releases")
+    rsub = releases.add_subparsers(dest="releases_command", required=True)
+    p = rsub.add_parser("list", help="published releases, oldest first (* marks latest)")
+    p.add_argument("--store", help=STORE_HELP)
+    p.add_argument("--incomplete", action="store_true", help="also name versions claimed but not published")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = rsub.add_parser("show", help="one release's summary from its manifest")
+    p.add_argument("version", help="VERSION or latest")
+    p.add_argument("--store", help=STORE_HELP)
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+    p.set_defaults(func=cmd_show)
+    p = rsub.add_parser("diff", help="images added, removed, relabelled and moved between two releases")
+    p.add_argument("old", help="VERSION or latest")
+    p.add_argument("new", help="VERSION or latest")
+    p.add_argument("--store", help=STORE_HELP)
+    p.add_argument("--json", action="store_true", help="every change as JSON")
+    p.add_argument("--limit", type=int, default=20, help="examples shown per category (default 20)")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("verify", help="re-check a published release against its manifest (exit 1 on a mismatch)")
+    p.add_argument("--store", help=STORE_HELP)
+    p.add_argument("--release", required=True, help="VERSION or latest")
+    p.add_argument("--limit", type=int, default=10, help="mismatches shown at most (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)

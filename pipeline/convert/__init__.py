@@ -1,0 +1,1 @@
+"""Convert: turn a planned unit into Parquet rows and a WebDataset shard."""

@@ -1,0 +1,1 @@
+"""Curate: recognise metadata variants, normalise them, validate them with Great Expectations."""

@@ -1,0 +1,180 @@
+"""Curate stage: load the metadata files, normalise them, validate them, and keep the result.
+
+Writes into the run's workspace ``runs/<run>/``: ``data_entry.parquet`` (the normalised table),
+``bboxes.parquet`` (with each box's source ``line``), ``split_lists.json``, ``row_quarantine.parquet`` and
+``validation/``: the results as JSON (``results.json``), a short text summary (``summary.txt``) and Great
+Expectations Data Docs that render offline (``data_docs/index.html`` and one page per suite). The release
+copies ``validation/`` as it is. The validation results are written before a blocking failure stops the run,
+so they can be read afterwards.
+
+Each file is refused before it is read when it is over its kind's size limit (``metadata.MAX_FILE_BYTES``).
+A row-level defect of an auxiliary file (box list, split lists) costs that row only: the row is left out of
+``bboxes.parquet`` / ``split_lists.json`` and listed in ``row_quarantine.parquet``
+(``validate.ROW_DEFECT_COLUMNS``: file, line, image name, reason), which the plan adds to the release's
+quarantine. Row-level defects of Data_Entry stay blocking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pipeline.curate import datadocs, metadata, validate
+from pipeline.ingest.sources import FileRef, SourceListing, read_file
+from pipeline.store.storage import Store
+from pipeline.store.workspace import put_frame, put_json, run_prefix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CurateResult:
+    """Summary of the curate stage (goes through XCom)."""
+
+    data_entry_file: str
+    rows: int
+    bboxes: int
+    variant: str
+    warnings: int
+    file_sha256: dict[str, str]
+    bbox_file: str | None = None
+    quarantined_rows: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadedMetadata:
+    """The loaded, normalised metadata of a source and its validation report."""
+
+    report: validate.ValidationReport
+    entry: metadata.LoadedTable
+    bboxes: pd.DataFrame
+    lists: dict[str, list[str]]
+    file_sha256: dict[str, str]
+    rejected: pd.DataFrame = field(default_factory=validate.empty_row_defects)
+
+
+def _read(ref: FileRef, hashes: dict[str, str], kind: str) -> bytes:
+    data = read_file(ref, kind)
+    hashes[ref.name] = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def _empty_bboxes() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_index": pd.Series([], dtype=str),
+            "label": pd.Series([], dtype=str),
+            **{c: pd.Series([], dtype="float64") for c in ("x", "y", "w", "h")},
+            "line": pd.Series([], dtype="int64"),
+        }
+    )
+
+
+def _lines_of(rejected: pd.DataFrame, name: str) -> set[int]:
+    return {int(line) for line in rejected.loc[rejected["file"] == name, "line"]}
+
+
+def _split_lists(
+    listing: SourceListing, hashes: dict[str, str], known: set[str]
+) -> tuple[validate.SuiteRun, dict[str, list[str]]]:
+    """Load and validate both split lists; return the run and the lists without their quarantined lines."""
+    refs = {"train_val": listing.train_val, "test": listing.test}
+    entries = {role: metadata.split_list_entries(_read(ref, hashes, "split_list"), ref.name)
+               for role, ref in refs.items() if ref is not None}  # fmt: skip
+    files = {role: ref.name for role, ref in refs.items() if ref is not None}
+    run = validate.validate_split_lists(entries["train_val"], entries["test"], known, files)
+    rejected = run.defects if run.defects is not None else validate.empty_row_defects()
+    lists = {}
+    for role, items in entries.items():
+        bad = _lines_of(rejected, files[role])
+        lists[role] = [name for line, name in items if line not in bad]
+    return run, lists
+
+
+def load_all(listing: SourceListing) -> LoadedMetadata:
+    """Load and validate every metadata file of a source; quarantine the defective rows of auxiliary files.
+
+    Raises:
+        metadata.UnreadableFileError, metadata.UnknownHeaderError: a file cannot be read or recognised, is over
+            its size limit (``metadata.FileTooLargeError``) or mostly defective (``validate.DefectiveFileError``).
+    """
+    hashes: dict[str, str] = {}
+    entry_data = _read(listing.data_entry, hashes, "data_entry")
+    entry = metadata.load_data_entry(entry_data, listing.data_entry.name)
+    known = set(entry.frame["image_index"])
+    runs = [validate.validate_data_entry(entry)]
+    variants = {listing.data_entry.name: entry.variant}
+    notes = {listing.data_entry.name: entry.notes}
+    boxes = _empty_bboxes()
+    if listing.bbox is not None:
+        table = metadata.load_bboxes(_read(listing.bbox, hashes, "bbox"), listing.bbox.name)
+        runs.append(validate.validate_bboxes(table, known))
+        variants[listing.bbox.name] = table.variant
+        notes[listing.bbox.name] = table.notes
+        boxes = table.frame.assign(line=pd.Series(table.line_numbers(), index=table.frame.index, dtype="int64"))
+        if runs[-1].defects is not None:
+            boxes = boxes[~boxes["line"].isin(_lines_of(runs[-1].defects, listing.bbox.name))]
+            boxes = boxes.reset_index(drop=True)
+    lists: dict[str, list[str]] = {}
+    if listing.train_val is not None and listing.test is not None:
+        run, lists = _split_lists(listing, hashes, known)
+        runs.append(run)
+        variants |= {listing.train_val.name: "split_list/names", listing.test.name: "split_list/names"}
+    elif listing.train_val is not None or listing.test is not None:
+        log.warning("only one split list found: both train_val_list.txt and test_list.txt are needed; ignoring it")
+    report = validate.ValidationReport.from_runs(runs, variants, {name: n for name, n in notes.items() if n})
+    return LoadedMetadata(report, entry, boxes, lists, hashes, report.row_defects)
+
+
+def write_validation(store: Store, prefix: str, report: validate.ValidationReport) -> None:
+    """Write ``<prefix>/validation/``: results.json, summary.txt and the offline Data Docs."""
+    put_json(store, f"{prefix}/validation/results.json", report.to_json())
+    store.put_bytes(f"{prefix}/validation/summary.txt", report.summary_text().encode(), content_type="text/plain")
+    for name, page in datadocs.build_data_docs(report.runs, report.variants).items():
+        store.put_bytes(f"{prefix}/validation/data_docs/{name}", page, content_type="text/html; charset=utf-8")
+
+
+def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
+    """Run the curate stage for one run.
+
+    Raises:
+        validate.BlockingValidationError: a blocking expectation failed (nothing is published).
+    """
+    curated = load_all(listing)
+    report, entry = curated.report, curated.entry
+    prefix = run_prefix(run_id)
+    write_validation(store, prefix, report)
+    log.info("validation of %s:\n%s", listing.source, report.summary_text())
+    validate.raise_if_blocking(report)
+    put_frame(store, f"{prefix}/data_entry.parquet", entry.frame)
+    put_frame(store, f"{prefix}/bboxes.parquet", curated.bboxes)
+    put_json(store, f"{prefix}/split_lists.json", curated.lists)
+    put_frame(store, f"{prefix}/row_quarantine.parquet", curated.rejected)
+    if len(curated.rejected):
+        log.warning(
+            "%d row(s) of the auxiliary files quarantined (each with its file, line and reason):\n%s",
+            len(curated.rejected),
+            "\n".join(
+                validate.row_defect_text(r) for r in curated.rejected.head(validate.ROWS_LISTED).to_dict("records")
+            ),
+        )
+    put_json(store, f"{prefix}/metadata_notes.json", {"variant": entry.variant, "notes": entry.notes})
+    bbox_file = listing.bbox.name if listing.bbox is not None else None
+    return CurateResult(
+        listing.data_entry.name,
+        len(entry.frame),
+        len(curated.bboxes),
+        entry.variant,
+        len(report.warnings),
+        curated.file_sha256,
+        bbox_file,
+        len(curated.rejected),
+    )

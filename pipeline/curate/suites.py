@@ -1,0 +1,347 @@
+"""Great Expectations suites kept as GX suite JSON in ``expectations/``: loading, running, reading results.
+
+Each expectation carries ``meta.severity`` (``blocking`` or ``warning``; what the pipeline reads) and GX's
+native ``severity`` mirrors it (``blocking`` -> ``critical``). ``meta.check`` names the expectation in
+messages; ``meta.example_columns`` lists the columns shown with each failing example row.
+
+A row-level warning of an auxiliary file can quarantine the rows it fails: ``meta.on_failure`` is then
+``quarantine_row`` and ``meta.reason`` a template for each row's reason (``label {label!r} is not ...``,
+formatted with the row's values, each cut short). After the suite ran, each such expectation that failed is
+run once more on its own with GX's ``COMPLETE`` result format to get every failing row; ``SuiteRun.defects``
+holds those rows with their reasons. If GX cannot name the failing rows (the expectation raised), the outcome
+becomes blocking: a defect is never let through unnamed.
+
+GX is imported lazily (it takes seconds), with its logger, warnings and progress bars silenced. A suite runs
+on a pandas frame through one ephemeral GX context, built once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from pipeline.curate.metadata import short
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["blocking", "warning"]
+#: The suite JSON files; ``CXR_EXPECTATIONS_DIR`` overrides it (e.g. for an install without the source tree).
+_SOURCE_SUITES = Path(__file__).resolve().parents[2] / "expectations"
+SUITES_DIR = Path(os.environ.get("CXR_EXPECTATIONS_DIR") or _SOURCE_SUITES)
+GX_SEVERITY: dict[str, str] = {"blocking": "critical", "warning": "warning"}
+MAX_EXAMPLES = 5
+_RESULT_FORMAT = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": MAX_EXAMPLES,
+    "return_unexpected_index_query": False,
+}
+_ROWS_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": False}
+#: ``meta.on_failure`` values: report the failure only (the default), or quarantine each failing row.
+ON_FAILURE = ("report", "quarantine_row")
+QUARANTINE_ROW = "quarantine_row"
+
+
+class SuiteError(ValueError):
+    """An expectation suite JSON file is invalid or GX did not load all of its expectations."""
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """The result of one expectation, in plain Python types."""
+
+    suite: str
+    expectation: str
+    column: str | None
+    severity: Severity
+    success: bool
+    unexpected_count: int
+    element_count: int
+    examples: list[dict[str, Any]]
+    description: str
+    check: str = ""
+    quarantines_rows: bool = False
+
+    def render(self) -> str:
+        """Return one line naming severity, suite, expectation, column, count and a few example rows."""
+        where = f" on {self.column}" if self.column else ""
+        head = f"[{self.severity}] {self.suite}.{self.check or self.expectation} ({self.expectation}{where})"
+        shown = "; ".join(", ".join(f"{k}={short(v)!r}" for k, v in row.items()) for row in self.examples[:3])
+        action = "; those rows are quarantined" if self.quarantines_rows and not self.success else ""
+        return f"{head}: {self.description}{action}" + (f" | e.g. {shown}" if shown else "")
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One suite run on one frame: the outcomes, and GX's own result object (for Data Docs)."""
+
+    suite: str
+    outcomes: list[ExpectationOutcome]
+    gx_result: Any  # great_expectations ExpectationSuiteValidationResult
+    #: Rows failed by ``quarantine_row`` expectations: the validated frame's rows (index = row position) with a
+    #: ``reason`` column (every failed check's reason, ``; ``-joined); None when there are none.
+    defects: pd.DataFrame | None = None
+
+
+def _silence_gx_loggers() -> None:
+    # some GX modules set their own logger level (INFO), so the parent's level is not enough
+    names = [name for name in logging.root.manager.loggerDict if name.startswith("great_expectations")]
+    for name in ["great_expectations", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence GX's loggers and warnings."""
+    _silence_gx_loggers()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            _silence_gx_loggers()
+
+
+def gx(module: str = "great_expectations") -> Any:
+    """Import a GX module quietly (lazily: importing GX takes seconds)."""
+    with quiet():
+        return importlib.import_module(module)
+
+
+@functools.cache
+def _batch_definition() -> Any:
+    with quiet():
+        context = gx().get_context(mode="ephemeral")
+        config_types = gx("great_expectations.data_context.types.base")
+        context.variables.progress_bars = config_types.ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("cxr_metadata").add_dataframe_asset("frame")
+        return asset.add_batch_definition_whole_dataframe("whole_frame")
+
+
+def _check_payload(payload: dict[str, Any], path: Path) -> None:
+    for number, spec in enumerate(payload.get("expectations", []), 1):
+        meta = spec.get("meta") or {}
+        severity = meta.get("severity")
+        on_failure = meta.get("on_failure", "report")
+        if on_failure not in ON_FAILURE or (
+            on_failure == QUARANTINE_ROW and (severity != "warning" or not isinstance(meta.get("reason"), str))
+        ):
+            raise SuiteError(
+                f"{path}: expectation {number} ({spec.get('type')}) has meta.on_failure {on_failure!r}; expected "
+                "'report' or 'quarantine_row' (a warning with a meta.reason template)"
+            )
+        if severity not in GX_SEVERITY:
+            raise SuiteError(
+                f"{path}: expectation {number} ({spec.get('type')}) has meta.severity "
+                f"{severity!r}; expected 'blocking' or 'warning'"
+            )
+        if spec.get("severity", GX_SEVERITY[severity]) != GX_SEVERITY[severity]:
+            raise SuiteError(
+                f"{path}: expectation {number} ({spec.get('type')}): severity "
+                f"{spec['severity']!r} contradicts meta.severity {severity!r}"
+            )
+
+
+def load_suite(path: Path) -> Any:
+    """Load a GX suite JSON file, checking that GX kept every expectation.
+
+    GX drops expectations of unknown type (or with invalid kwargs) with only a log line, so the count of
+    loaded expectations is compared with the JSON's.
+
+    Raises:
+        SuiteError: if the file is not valid JSON, lacks severities, or GX dropped an expectation.
+    """
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SuiteError(f"{path}: cannot read expectation suite: {exc}") from exc
+    _check_payload(payload, path)
+    with quiet():
+        suite = gx("great_expectations.core.expectation_suite").ExpectationSuite(**payload)
+    wanted = [spec.get("type") for spec in payload.get("expectations", [])]
+    loaded = [expectation.expectation_type for expectation in suite.expectations]
+    if len(loaded) != len(wanted):
+        dropped = sorted(set(wanted) - set(loaded)) or "an invalid configuration"
+        raise SuiteError(
+            f"{path}: GX loaded {len(loaded)} of {len(wanted)} expectations; dropped {dropped} "
+            "(unknown expectation type or invalid kwargs)"
+        )
+    return suite
+
+
+def validate_frame(
+    name: str, frame: pd.DataFrame, suite_path: Path | None = None, skip: Collection[str] = ()
+) -> SuiteRun:
+    """Validate a frame (with a ``line`` column) against a suite; outcomes come in suite order.
+
+    Args:
+        name: The suite name (``expectations/<name>.json`` unless ``suite_path`` is given).
+        frame: The rows, with the suite's derived columns.
+        suite_path: Another suite file.
+        skip: ``meta.check`` names of expectations to leave out (e.g. checks needing a file not given).
+
+    Raises:
+        SuiteError: if the suite file is invalid.
+    """
+    suite = load_suite(suite_path or SUITES_DIR / f"{name}.json")
+    for expectation in [e for e in suite.expectations if e.meta.get("check") in skip]:
+        suite.expectations.remove(expectation)
+    frame = frame.reset_index(drop=True)
+    with quiet():
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite, result_format=_RESULT_FORMAT)
+    result.meta.get("batch_markers", {}).pop("ge_load_time", None)  # a timestamp: keeps reports reproducible
+    order = {e.meta.get("check"): i for i, e in enumerate(suite.expectations)}
+    outcomes = sorted((_outcome(name, r, frame) for r in result.results), key=lambda o: order.get(o.check, len(order)))
+    quarantining = {e.meta.get("check"): e for e in suite.expectations if e.meta.get("on_failure") == QUARANTINE_ROW}
+    failing = [o for o in outcomes if not o.success and o.check in quarantining]
+    if not failing:
+        return SuiteRun(name, outcomes, result)
+    reasons: dict[int, list[str]] = {}
+    named: dict[str, ExpectationOutcome] = {}
+    for outcome in failing:
+        expectation = quarantining[outcome.check]
+        rows = _failing_rows(batch, expectation, frame)
+        if rows is None:
+            named[outcome.check] = replace(
+                outcome,
+                severity="blocking",
+                description=outcome.description + "; the failing rows could not be identified, so nothing is let "
+                "through: fix the file",
+            )
+            continue
+        for row in rows:
+            reasons.setdefault(row, []).append(_reason(str(expectation.meta["reason"]), frame.iloc[row]))
+    outcomes = [named.get(o.check, o) for o in outcomes]
+    positions = sorted(reasons)
+    defects = frame.loc[positions].assign(reason=["; ".join(reasons[i]) for i in positions]) if positions else None
+    return SuiteRun(name, outcomes, result, defects)
+
+
+def _failing_rows(batch: Any, expectation: Any, frame: pd.DataFrame) -> list[int] | None:
+    """Every row position an expectation fails (None when GX cannot say which)."""
+    with quiet():
+        result = batch.validate(expectation, result_format=_ROWS_FORMAT)
+    found = (result.result or {}).get("unexpected_index_list")
+    if _error_of(result) or not isinstance(found, list) or not found:
+        return None
+    rows = [int(i) for i in found if isinstance(i, int | np.integer) and int(i) in frame.index]
+    return rows if len(rows) == len(found) else None
+
+
+class _RowValues(dict[str, Any]):
+    """A row's values for a reason template: text cut short, a missing key shown as ``?``."""
+
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _reason(template: str, row: pd.Series) -> str:
+    values = _RowValues({str(k): short(plain(v)) for k, v in row.items()})
+    try:
+        return template.format_map(values)
+    except (ValueError, TypeError, IndexError, AttributeError):  # a format spec that does not fit the value
+        return template
+
+
+def run_suite(name: str, frame: pd.DataFrame, suite_path: Path | None = None) -> list[ExpectationOutcome]:
+    """Validate a frame (with a ``line`` column) against a suite; return the outcomes in suite order."""
+    return validate_frame(name, frame, suite_path).outcomes
+
+
+def _column_of(kwargs: dict[str, Any]) -> str | None:
+    if "column" in kwargs:
+        return str(kwargs["column"])
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
+    if "column_list" in kwargs:
+        return ",".join(kwargs["column_list"])
+    return None
+
+
+def _error_of(result: Any) -> str | None:
+    info = result.exception_info or {}
+    for candidate in [info, *(v for v in info.values() if isinstance(v, dict))]:
+        if candidate.get("raised_exception"):
+            return str(candidate.get("exception_message"))
+    return None
+
+
+def plain(value: Any) -> Any:
+    """Turn numpy scalars/arrays, NaN and pandas NA into plain JSON-able Python values."""
+    if isinstance(value, list | tuple | np.ndarray):
+        return [plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _examples(result: dict[str, Any], frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for index in result.get("partial_unexpected_index_list") or []:
+        if not isinstance(index, int | np.integer) or index not in frame.index:
+            continue
+        row = frame.loc[index]
+        example = {"line": plain(row.get("line"))}
+        example.update({c: short(plain(row[c])) for c in columns if c in frame.columns and c != "line"})
+        rows.append(example)
+    return rows[:MAX_EXAMPLES]
+
+
+def _describe(statement: str, success: bool, result: dict[str, Any], counts: tuple[int, int]) -> str:
+    unexpected, total = counts
+    if "observed_value" in result and "details" not in result:
+        verdict = "passed" if success else "failed"
+        return f"{statement}: {verdict} (observed {plain(result['observed_value'])})"
+    missing = (result.get("details") or {}).get("mismatched", {}).get("missing")
+    if missing:
+        return f"{statement}: missing columns {sorted(missing)}"
+    if success:
+        return f"{statement}: passed ({total} rows)"
+    return f"{statement}: {unexpected} of {total} rows fail"
+
+
+def _outcome(suite: str, result: Any, frame: pd.DataFrame) -> ExpectationOutcome:
+    config = result.expectation_config
+    meta, kwargs, details = dict(config.meta or {}), dict(config.kwargs), dict(result.result or {})
+    column = _column_of(kwargs)
+    success = bool(result.success)
+    element_count = int(details.get("element_count", len(frame)))
+    missing = (details.get("details") or {}).get("mismatched", {}).get("missing") or []
+    default_count = len(missing) if missing else (0 if success else element_count)
+    unexpected = int(details.get("unexpected_count", default_count))
+    statement = str(config.description or config.type)
+    error = _error_of(result)
+    description = (
+        f"{statement}: could not be evaluated: {error}"
+        if error
+        else _describe(statement, success, details, (unexpected, element_count))
+    )
+    domain = [c for c in (column or "").split(",") if c]
+    return ExpectationOutcome(
+        suite=suite,
+        expectation=str(config.type),
+        column=column,
+        severity=meta["severity"],
+        success=success,
+        unexpected_count=unexpected,
+        element_count=element_count,
+        examples=_examples(details, frame, [*meta.get("example_columns", []), *domain]),
+        description=description,
+        check=str(meta.get("check", "")),
+        quarantines_rows=meta.get("on_failure") == QUARANTINE_ROW,
+    )

@@ -1,0 +1,183 @@
+"""Plan stage: join images with metadata, assign patient-level splits, cut the conversion into units.
+
+Every input image and metadata row ends up either in the plan (to be published) or in the
+quarantine table with its reason. The plan is kept in the run's workspace:
+
+- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, unit, raw key, sha256)
+- ``runs/<run>/quarantine.parquet``: shard, member, image, reason
+- ``runs/<run>/plan.json``: version, input fingerprint, units, counts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+import pipeline
+from pipeline import nih
+from pipeline.config import RunConfig
+from pipeline.curate import validate
+from pipeline.ingest import extract
+from pipeline.plan import split, stats
+from pipeline.plan.crosscheck import Curated, attach_bboxes, load_rejected, reconcile, write_report
+from pipeline.publish import versions as publish
+from pipeline.store.storage import Store
+from pipeline.store.workspace import get_frame, get_json, parquet_table, put_frame, put_json, run_prefix
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One independent conversion job: a slice of one split, written as one tar and its Parquet part."""
+
+    split: str
+    index: int
+    images: int
+    bytes: int
+
+    @property
+    def name(self) -> str:
+        """``train-000000``: the stem of its WebDataset shard and Parquet file."""
+        return f"{self.split}-{self.index:06d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will publish (goes through XCom: no per-image data)."""
+
+    run_id: str
+    version: str
+    fingerprint: str
+    unchanged: bool
+    split_mode: str
+    units: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    subset: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+def load_raw_images(store: Store, archives: Mapping[str, str]) -> pd.DataFrame:
+    """Concatenate the raw manifests of exactly these archives (``{archive name: sha256}``, as a run's shard
+    results and ``Plan.sources["archives_sha256"]`` give them), in shard order.
+
+    Each manifest is the one of that archive's content (:func:`pipeline.ingest.extract.archive_prefix`), so no
+    other archive's rows (another source's, an older version's) can enter the plan.
+    """
+    frames = []
+    for name in sorted(archives, key=lambda n: (extract.shard_stem(n), n)):
+        rel = f"{extract.archive_prefix(name, archives[name])}/manifest.parquet"
+        frame = parquet_table(store.get_bytes(rel)).to_pandas()
+        frames.append(frame.assign(shard=name))  # the name this run found the content under
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
+
+
+def shard_archives(shard_results: list[dict[str, Any]]) -> dict[str, str]:
+    """``{archive name: sha256}`` of a run's extraction results: what its plan reads and its manifest names."""
+    return {str(r["shard"]): str(r["archive_sha256"]) for r in shard_results}
+
+
+def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> tuple[pd.DataFrame, str]:
+    """Add the ``split`` column; return the frame and the resolved mode."""
+    mode = split.resolve_mode(cfg.split_mode, bool(lists.get("test")))
+    test_patients = {ids[0] for name in lists.get("test", []) if (ids := nih.image_ids(name))}
+    by_patient = split.assign_patients(
+        frame["patient_id"],
+        mode,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        test_patients=test_patients,
+    )
+    frame = frame.assign(split=frame["patient_id"].map(lambda p: by_patient[int(p)]))
+    return frame, mode
+
+
+def cut_units(frame: pd.DataFrame, target_bytes: int) -> tuple[pd.DataFrame, list[Unit]]:
+    """Number consecutive images of each split into units of about ``target_bytes``."""
+    splits, sizes = frame["split"].to_numpy(), frame["size"].to_numpy()
+    unit_col, units = [0] * len(frame), []
+    for name in split.SPLITS:
+        current, size, count = 0, 0, 0
+        for i in (i for i in range(len(frame)) if splits[i] == name):
+            if count and size + int(sizes[i]) > target_bytes:
+                units.append(Unit(name, current, count, size))
+                current, size, count = current + 1, 0, 0
+            unit_col[i] = current
+            size, count = size + int(sizes[i]), count + 1
+        if count:
+            units.append(Unit(name, current, count, size))
+    return frame.assign(unit=unit_col), units
+
+
+def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_hashes: dict[str, str]) -> str:
+    """Hash everything a release's content depends on: inputs, split settings, pipeline version."""
+    material = {
+        "pipeline": pipeline.__version__,
+        "split_mode": mode,
+        "seed": cfg.seed,
+        "val_fraction": cfg.val_fraction,
+        "test_fraction": cfg.test_fraction,
+        "shard_target_bytes": cfg.shard_target_bytes,
+        "variant_size": cfg.variant_size,
+        "shards": shard_hashes,
+        "files": file_hashes,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Plan:
+    """Build the run's plan from the raw zone and the curated metadata; choose the release version."""
+    prefix = run_prefix(cfg.run_id)
+    entry = get_frame(store, f"{prefix}/data_entry.parquet")
+    lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
+    shard_hashes = shard_archives(shard_results)
+    raw = load_raw_images(store, shard_hashes)
+    boxes = get_frame(store, f"{prefix}/bboxes.parquet")
+    rejected = load_rejected(store, prefix)  # auxiliary-file rows quarantined at curation
+    curated_files = Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file"), rejected)
+    checked = reconcile(raw, curated_files)
+    write_report(store, prefix, checked)
+    frame, quarantine = attach_bboxes(checked.frame, boxes), checked.quarantine
+    frame, mode = assign(frame, cfg, lists)
+    frame, units = cut_units(frame, cfg.shard_target_bytes)
+    fp = fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
+    version, unchanged = publish.claim_version(store, cfg, fp)
+    checks = stats.check_release_metadata(frame)
+    put_json(store, f"{prefix}/validation/release_checks.json", checks.to_json())
+    put_json(store, f"{prefix}/validation/statistics.json", stats.split_statistics(frame))
+    validate.raise_if_blocking(checks)
+    put_frame(store, f"{prefix}/plan.parquet", frame)
+    put_frame(store, f"{prefix}/quarantine.parquet", quarantine)
+    counts = {s: int((frame["split"] == s).sum()) for s in split.SPLITS}
+    todo = [] if unchanged else [asdict(u) for u in units]
+    sources = {"archives_sha256": shard_hashes, "files_sha256": dict(curated["file_sha256"])}
+    reasons, subset = checked.quarantine_reasons(), checked.subset_counts()
+    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine), sources, reasons, subset)
+    put_json(store, f"{prefix}/plan.json", plan.to_dict())
+    log.info(
+        "plan: release %s (%s), %s, %d quarantined, %d units",
+        version,
+        "unchanged" if unchanged else "new",
+        counts,
+        len(quarantine),
+        len(units),
+    )
+    return plan

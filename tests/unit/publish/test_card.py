@@ -1,0 +1,108 @@
+"""The dataset card's text and plots, and the Croissant description, from made-up facts (no store)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pyarrow as pa
+from PIL import Image
+
+from pipeline import nih
+from pipeline.cli.releases import human_size
+from pipeline.plan.split import SPLITS
+from pipeline.publish import card, card_plots, croissant
+from pipeline.publish.diff import diff_tables
+
+
+def _stats() -> dict[str, dict[str, object]]:
+    def one(images: int, patients: int) -> dict[str, object]:
+        return {
+            "images": images,
+            "patients": patients,
+            "label_prevalence": {label: (0.25 if label == "Effusion" else 0.0) for label in nih.LABELS},
+            "sex": {"F": images // 2, "M": images - images // 2},
+            "view_position": {"AP": 1, "PA": images - 1},
+            "age_years": {"mean": 40.5, "median": 41.0, "min": 2.0, "max": 88.0, "missing": 1},
+        }
+
+    return {"train": one(8, 4), "val": one(4, 2), "test": one(4, 2), "all": one(16, 8)}
+
+
+def _facts(with_parent: bool) -> card.CardFacts:
+    old = pa.table({"image_index": ["a.png"], "labels": [["Mass"]], "split": ["train"]})
+    new = pa.table({"image_index": ["a.png", "b.png"], "labels": [["Mass"], ["Edema"]], "split": ["train", "val"]})
+    return card.CardFacts(
+        version="2026.11.26",
+        parent="2026.11.25" if with_parent else None,
+        stats=_stats(),
+        quirks={"converted_images": 3, "flagged_ages": 2, "quarantined": 5},
+        quarantine_reasons={"truncated PNG": 4, "not a PNG": 1},
+        metadata_notes={"age_months": 1},
+        validation={"ok": True, "expectations": 64, "blocking_failures": 0, "warnings": 0, "failed": []},
+        diff=diff_tables(old, new, "2026.11.25", "2026.11.26", True) if with_parent else None,
+        provenance={"split_mode": "official", "config": {"seed": 0}, "sources": {"files": {"x.csv": "ab" * 32}}},
+    )
+
+
+def test_card_reads_as_a_summary_of_the_release() -> None:
+    text = card.render_card(_facts(with_parent=True))
+    assert text.startswith("# NIH ChestX-ray14 — release 2026.11.26\n")
+    assert "| train | 8 | 4 | 50.0% |" in text
+    assert "| Effusion | 25.0% (2) | 25.0% (1) | 25.0% (1) |" in text
+    assert "| items quarantined | 5 |" in text
+    assert "| truncated PNG | 4 |" in text
+    assert "ages given in months (`011M`), converted to years" in text
+    assert "## Changes since the parent release (2026.11.25)" in text
+    assert "| added | 1 |" in text
+    assert "about 90% accurate" in text
+
+
+def test_first_release_says_it_has_no_parent() -> None:
+    text = card.render_card(_facts(with_parent=False))
+    assert "This is the first release in this store: no parent." in text
+
+
+def test_card_names_what_was_quarantined_apart_from_what_the_source_lacks() -> None:
+    facts = dataclasses.replace(
+        _facts(with_parent=False),
+        quirks={"converted_images": 0, "flagged_ages": 0, "quarantined": 3},
+        accounting={
+            "quarantined_by_kind": {"images": 2, "box_rows": 1, "split_list_rows": 0},
+            "not_in_source": {"data_entry_rows": 1976, "boxes": 984, "split_list_names": 94143},
+        },
+    )
+    text = card.render_card(facts)
+    assert "| items quarantined | 3 | left out of the release and listed with their reason in " in text
+    assert "`quarantine.parquet`: 2 images, 1 box row |" in text
+    assert (
+        "| references to images not in this source (subset) | 97,103 | 94,143 split-list names, 984 boxes, "
+        "1,976 Data_Entry rows name images this source does not hold (a partial download): not lost, not errors"
+    ) in text
+
+
+def test_plots_are_deterministic_pngs() -> None:
+    prevalence = {s: {label: 0.1 * i for i, label in enumerate(nih.LABELS)} for s in SPLITS}
+    first = card_plots.label_prevalence_png(prevalence, nih.LABELS)
+    assert first == card_plots.label_prevalence_png(prevalence, nih.LABELS)
+    histogram = card_plots.age_histogram_png({"train": [1.0, 15.0, 95.0, float("nan")], "val": [], "test": [40.0]})
+    for png in (first, histogram):
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_age_bins_put_ninety_and_over_together_and_skip_missing() -> None:
+    assert card_plots.age_bins([0.5, 9.9, 10.0, 90.0, 104.0, float("nan")]) == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+
+
+def test_axis_steps_are_round_numbers() -> None:
+    assert [card_plots.nice_step(top) for top in (7, 42, 95, 1200)] == [2.0, 10.0, 20.0, 500.0]
+
+
+def test_croissant_versions_follow_semver() -> None:
+    assert croissant.croissant_version("2026.01.05") == "2026.1.5"
+    assert croissant.croissant_version("2026.11.26.2") == "2026.11.26+2"
+    assert croissant.croissant_version("v7") is None
+
+
+def test_human_sizes() -> None:
+    assert [human_size(n) for n in (512, 1536, 3 << 30)] == ["512 B", "1.5 KiB", "3.0 GiB"]
