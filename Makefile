@@ -65,10 +65,10 @@ clean:  ## remove .venv and the demo workspace (stops the demo's S3 endpoint fir
 AIRFLOW_PORT ?= 8780
 
 scheduler: $(STAMP)  ## Airflow (LocalExecutor, SQLite) on 127.0.0.1:8780 (AIRFLOW_PORT=...) against the demo store
-	$(BIN)/python -m pipeline.dev.airflow_local --executor local --port $(AIRFLOW_PORT)
+	$(BIN)/python -m pipeline.dev.airflow --executor local --port $(AIRFLOW_PORT)
 
 celery: $(STAMP)  ## the same on CeleryExecutor: local PostgreSQL + Redis, two worker processes
-	$(BIN)/python -m pipeline.dev.airflow_local --executor celery --workers 2 --port $(AIRFLOW_PORT)
+	$(BIN)/python -m pipeline.dev.airflow --executor celery --workers 2 --port $(AIRFLOW_PORT)
 
 docker-lint: $(STAMP)  ## hadolint docker/Dockerfile
 	$(BIN)/hadolint docker/Dockerfile

@@ -130,11 +130,11 @@ def put_main(archive: str, store_uri: str) -> dict[str, Any]:
 def extract_main(archive: str, store_uri: str) -> dict[str, Any]:
     """In a child: import everything, note the RSS, extract the archive into a fresh prefix."""
     from pipeline.config import StoreConfig
-    from pipeline.ingest import extract, sources
+    from pipeline.ingest import extract, files
     from pipeline.store.storage import Store
 
     store = Store(StoreConfig.from_env(store_uri))
-    ref = sources._local_ref(Path(archive))
+    ref = files.local_ref(Path(archive))
     before = rss_mb()
     started, cpu = time.perf_counter(), time.process_time()
     result = extract.extract_shard(store, ref, upload_workers=WORKERS)
@@ -167,9 +167,9 @@ def run() -> dict[str, Any]:
     rss: dict[str, dict[str, Any]] = {}
     cpu: dict[str, float] = {}
     with LocalS3() as stack:
-        from pipeline.dev.stack import make_client
+        from pipeline.store.client import make_client
 
-        make_client(stack).create_bucket(Bucket=BUCKET)
+        make_client(stack.store_config()).create_bucket(Bucket=BUCKET)
         for _ in range(REPEAT):  # interleaved, so load from elsewhere hits all three alike
             for kind in ("put", "zip", "tar"):
                 measured = child("put" if kind == "put" else "extract", paths["zip" if kind == "put" else kind], stack)

@@ -33,10 +33,10 @@ def log_release() -> list[str]:
     Logs, for every release event that triggered this run, the manifest URI, version and counts.
     Returns those lines (they also show in XCom).
     """
-    from pipeline.run import tasks
+    from pipeline.run import summary  # standard library only: no pandas, pyarrow or boto3 for a sentence
 
     events: Any = get_current_context()["triggering_asset_events"][RELEASES]
-    lines = [tasks.release_event_text(event.asset.uri, event.extra) for event in events]
+    lines = [summary.release_event_text(event.asset.uri, event.extra) for event in events]
     for line in lines:
         log.info("%s", line)
     return lines

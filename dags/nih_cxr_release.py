@@ -13,10 +13,12 @@ validated, ML-ready release on S3-compatible object storage:
 (`.2`, `.3`... for a second, different release that day). **Unchanged inputs publish nothing new**: the
 run skips unchanged archives, converts nothing and reports the release that already holds them.
 
-**Params** (trigger form): `source` (default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`, default
-`$CXR_STORE`), `release` (version override), `split_mode` and `seed`, `shards` (subset of archives),
-`variant_size` (downsized PNG, 0 = none), `shard_size_mb` (WebDataset shard size), `dry_run` (plan only),
-`force` (rebuild although unchanged), `store_conn_id` (Airflow connection with the store's endpoint and keys).
+**Params** (trigger form; the same options as `cxr run`'s flags, declared once in `pipeline/options.py`):
+`source` (default `$CXR_SOURCE`), `store` (`s3://bucket/prefix`, default `$CXR_STORE`), `release` (version
+override), `split_mode`, `seed`, `val_fraction` and `test_fraction`, `shards` (subset of archives), `data_entry`
+and `checksums` (which metadata file and md5 list), `variant_size` (downsized PNG, 0 = none), `shard_size_mb`
+(WebDataset shard size), `dry_run` (plan only), `force` (rebuild although unchanged), `store_conn_id` (Airflow
+connection with the store's endpoint and keys; the DAG's only option that `cxr run` has not).
 
 **Credentials**: the AWS-type connection `cxr_store` (`endpoint_url` in its extra), looked up when a task
 runs; without it the `AWS_*` environment variables apply. Never in params, logs, XCom or the manifest.
@@ -27,8 +29,8 @@ dates whose inputs a published release already holds publish nothing and report 
 `latest` never moves back to an older version.
 
 **Failures**: bad data or parameters fail at once without retries; an unreachable store is retried with
-exponential back-off. The run's summary (version, counts, or the failed task and why) is logged by the
-DAG's callbacks.
+exponential back-off (the error kinds and whether a retry helps: `pipeline/errors.py`, which `cxr` uses too).
+The run's summary (version, counts, or the failed task and why) is logged by the DAG's callbacks.
 """
 
 from __future__ import annotations
@@ -41,16 +43,18 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, AssetAlias, Param, TriggerRule, dag, get_current_context, task
 
+from pipeline import options  # standard library only: the options table, safe at parse time
+
 log = logging.getLogger(__name__)
 
 RELEASES = AssetAlias("nih_cxr_releases")
-#: pipeline.config.check_version as a JSON-schema pattern, so the trigger form refuses what a run would: the
-#: whole name (``(?![\s\S])`` is the end of the text in both Python and JavaScript; ``$`` would accept a trailing
-#: newline), and not the reserved ``latest`` or ``*.json`` in any case (JavaScript has no inline ``(?i)``).
-VERSION_PATTERN = (
-    r"^(?![Ll][Aa][Tt][Ee][Ss][Tt](?![\s\S]))(?![\s\S]*\.[Jj][Ss][Oo][Nn](?![\s\S]))"
-    r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}(?![\s\S])"
-)
+#: pipeline.config.check_version as a JSON-schema pattern (made in pipeline.options from the same parts).
+VERSION_PATTERN = options.VERSION_FORM_PATTERN
+#: The trigger form: one Param per run option of the options table, with its default, range and help.
+PARAMS = {
+    option.name: Param(option.default, description=options.form_description(option), **options.form_schema(option))
+    for option in options.OPTIONS
+}
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
@@ -75,11 +79,14 @@ def _connection_fields(conn_id: str) -> dict[str, Any] | None:
 
 
 def _run(stage: str, *args: Any) -> Any:
-    """Call one `pipeline.run.tasks` function with the run's config; bad data fails without retry."""
+    """Call one `pipeline.run.tasks` function with the run's config; bad data fails without retry.
+
+    Errors map as `cxr` maps them (`pipeline.errors.exit_code` and `is_retryable`): a kind that a retry cannot help
+    fails the task at once, one that a retry can help is retried with back-off, anything else is a bug.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import config
-    from pipeline.errors import PipelineError, one_line
+    from pipeline import config, errors
     from pipeline.run import connections, tasks
 
     ctx = get_current_context()
@@ -92,21 +99,16 @@ def _run(stage: str, *args: Any) -> Any:
         origin = f"connection {conn_id!r}" if fields is not None else "the AWS_* environment"
         log.info("store %s, settings from %s", connections.describe(cfg.store), origin)
         return getattr(tasks, stage)(cfg, *args)
-    except PipelineError as exc:
-        # One line on top of the task log says what failed and what to do; Airflow's own report follows it.
-        _record_error(ctx, exc)
-        _log_failure(one_line(exc), exc)
-        if exc.retryable:
-            raise
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the input's fault: no traceback
-    except ValueError as exc:
-        _record_error(ctx, exc)
-        _log_failure(f"bad parameters or data: {one_line(exc)}", exc)
-        raise AirflowFailException(f"bad parameters or data: {exc}") from exc
     except Exception as exc:
         _record_error(ctx, exc)
-        log.error("internal error (a bug, not the input): %s; its traceback follows", one_line(exc))
-        raise
+        if errors.exit_code(exc) is None:
+            log.error("internal error (a bug, not the input): %s; its traceback follows", errors.one_line(exc))
+            raise
+        # One line on top of the task log says what failed and what to do; Airflow's own report follows it.
+        _log_failure(errors.one_line(exc), exc)
+        if errors.is_retryable(exc):
+            raise
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from None  # the input's fault: no traceback
 
 
 def _log_failure(line: str, exc: BaseException) -> None:
@@ -126,8 +128,8 @@ def _record_error(ctx: Any, exc: BaseException) -> None:
 
 
 def _summarise(context: Any) -> None:
-    """DAG callback: log one paragraph on how the run ended (runs in the dag-processor)."""
-    from pipeline.run import tasks
+    """DAG callback: log one paragraph on how the run ended (runs in the dag-processor: stdlib-only imports)."""
+    from pipeline.run import summary
 
     ti, reason = context.get("ti"), str(context.get("reason") or "")
     outcome: dict[str, Any] | None = None
@@ -140,7 +142,7 @@ def _summarise(context: Any) -> None:
             failure["reason"] = error or f"{reason.replace('_', ' ')} (see the task's log)"
     elif ti is not None:
         outcome = _pull(ti, task_ids="publish_release") or _pull(ti, task_ids="plan_release", key="plan")
-    log.info("%s", tasks.run_summary(context["dag"].dag_id, context["run_id"], outcome, failure))
+    log.info("%s", summary.run_summary(context["dag"].dag_id, context["run_id"], outcome, failure))
 
 
 def _pull(ti: Any, **kwargs: Any) -> Any:
@@ -246,71 +248,7 @@ def publish_release() -> dict[str, Any]:
     on_success_callback=_summarise,
     on_failure_callback=_summarise,
     tags=["nih-cxr", "release"],
-    params={
-        "source": Param(
-            None,
-            type=["null", "string"],
-            title="Source",
-            description="Directory, s3://bucket/prefix or http(s):// URL of the NIH files (empty: $CXR_SOURCE)",
-        ),
-        "store": Param(
-            None,
-            type=["null", "string"],
-            pattern="^s3://[^/]+",
-            title="Store",
-            description="Where releases go: s3://bucket[/prefix] (empty: $CXR_STORE)",
-        ),
-        "release": Param(
-            None,
-            type=["null", "string"],
-            pattern=VERSION_PATTERN,
-            title="Release version",
-            description="Publish under this version (empty: the logical date, YYYY.MM.DD)",
-        ),
-        "split_mode": Param(
-            "auto",
-            enum=["auto", "official", "patient-hash"],
-            title="Split mode",
-            description="official: NIH test list; patient-hash: hash of the patient id; auto: official if listed",
-        ),
-        "seed": Param(0, type="integer", minimum=0, title="Split seed", description="Seed of the patient hash"),
-        "shards": Param(
-            None,
-            type=["null", "array"],
-            items={"type": "string"},
-            title="Archives",
-            description="Only these archives, one per line: names (images_001.zip) or numbers (1); empty: all",
-        ),
-        "variant_size": Param(
-            256,
-            type="integer",
-            minimum=0,
-            maximum=1024,
-            title="Variant size",
-            description="Long side in px of the downsized PNG copy (0 = none; else 16-1024)",
-        ),
-        "shard_size_mb": Param(
-            1024,
-            type="integer",
-            minimum=1,
-            maximum=65536,
-            title="Shard size (MB)",
-            description="Target size of each WebDataset tar shard, and of each conversion task's share of a split",
-        ),
-        "dry_run": Param(
-            False,
-            type="boolean",
-            title="Dry run",
-            description="Plan only: report the version that would be published; claim and publish nothing",
-        ),
-        "force": Param(False, type="boolean", title="Force", description="Rebuild even when the inputs are unchanged"),
-        "store_conn_id": Param(
-            None,
-            type=["null", "string"],
-            title="Store connection",
-            description="Airflow connection (AWS type) with the store's endpoint and keys (empty: cxr_store)",
-        ),
-    },
+    params=PARAMS,
 )
 def nih_cxr_release() -> None:
     shards = discover()

@@ -1,4 +1,7 @@
-"""Every setting the pipeline reads, in one place, as frozen typed objects.
+"""Every setting the pipeline reads, in one place, as frozen typed objects; the names a user gives, checked.
+
+The run options (their defaults, ranges and help) are declared in :mod:`pipeline.options`; :class:`RunConfig`
+takes its defaults and range checks from there.
 
 Environment variables (all optional; command-line options and DAG params override them):
 
@@ -20,19 +23,14 @@ import os
 import re
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from pipeline.errors import UsageError
+from pipeline import options
+from pipeline.errors import InvalidNameError, UsageError
+from pipeline.options import RESERVED_VERSION_SUFFIX, RESERVED_VERSIONS, VERSION_RE, SplitMode
 
-SplitMode = Literal["auto", "official", "patient-hash"]
-SPLIT_MODES: tuple[str, ...] = ("auto", "official", "patient-hash")
-#: A release version: ASCII letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
-#: Always applied with ``fullmatch`` (``$`` alone would accept a trailing newline).
-VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}", re.ASCII)
-#: Names a version cannot take because the store's layout uses them: ``releases/latest.json`` and the
-#: ``latest`` alias of every command; any ``*.json`` would share a name with a file beside the versions.
-RESERVED_VERSIONS = frozenset({"latest"})
-RESERVED_VERSION_SUFFIX = ".json"
+#: ``RunConfig`` field -> its default, from the options table.
+_DEFAULTS = options.config_defaults()
+
 #: Top-level folders of a store's layout and what they hold; a store prefix may not pass through one (it would
 #: sit inside a published release, the raw zone or a run's workspace of the store above it).
 STORE_LAYOUT_DIRS: dict[str, str] = {"releases": "published releases", "raw": "the raw zone", "runs": "run workspaces"}
@@ -42,10 +40,6 @@ _BUCKET_IP_RE = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", re.ASCII)
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 DEFAULT_STORE_CONN_ID = "cxr_store"
-
-
-class InvalidNameError(UsageError):
-    """A release version, store location or bucket name given by a user is not acceptable (``cxr`` exits 2)."""
 
 
 def check_version(version: str) -> str:
@@ -154,7 +148,7 @@ class StoreConfig:
         """Build the store settings from the standard AWS environment variables."""
         resolved = uri or os.environ.get("CXR_STORE")
         if not resolved:
-            raise ValueError("no store given: pass --store s3://BUCKET[/PREFIX] or set CXR_STORE")
+            raise UsageError("no store given: pass --store s3://BUCKET[/PREFIX] (param 'store') or set CXR_STORE")
         return cls(
             uri=resolved,
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
@@ -177,39 +171,36 @@ def source_store_config(uri: str) -> StoreConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One pipeline run: what to read, where to publish, and how to split."""
+    """One pipeline run: what to read, where to publish, and how to split.
+
+    The fields that run options set take their defaults and ranges from :data:`pipeline.options.OPTIONS`.
+    """
 
     source: str
     store: StoreConfig
-    release: str | None = None
+    release: str | None = _DEFAULTS["release"]
     logical_date: str | None = None
-    split_mode: SplitMode = "auto"
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    shards: tuple[str, ...] | None = None
-    force: bool = False
-    dry_run: bool = False  # discover, extract, curate and plan; claim and publish nothing
-    data_entry: str | None = None  # which metadata file when several are present (default: the v2020 one)
-    checksums: str | None = None  # md5 list (path, URI or a file name in the source); default: auto-detected
+    split_mode: SplitMode = _DEFAULTS["split_mode"]
+    seed: int = _DEFAULTS["seed"]
+    val_fraction: float = _DEFAULTS["val_fraction"]
+    test_fraction: float = _DEFAULTS["test_fraction"]
+    shards: tuple[str, ...] | None = _DEFAULTS["shards"]
+    force: bool = _DEFAULTS["force"]
+    dry_run: bool = _DEFAULTS["dry_run"]  # discover, extract, curate and plan; claim and publish nothing
+    data_entry: str | None = _DEFAULTS["data_entry"]  # which metadata file when several (default: the v2020 one)
+    checksums: str | None = _DEFAULTS["checksums"]  # md5 list (path, URI or a file name in the source)
     run_id: str = field(default_factory=lambda: "manual-" + uuid.uuid4().hex[:12])
     upload_workers: int = field(default_factory=lambda: int(os.environ.get("CXR_UPLOAD_WORKERS", "16")))
-    shard_target_bytes: int = 1 << 30
+    shard_target_bytes: int = _DEFAULTS["shard_target_bytes"]
     parquet_file_bytes: int = 256 << 20
     row_group_bytes: int = 32 << 20
-    variant_size: int | None = 256
+    variant_size: int | None = _DEFAULTS["variant_size"]
 
     def __post_init__(self) -> None:
         if self.release is not None:
             check_version(self.release)
-        if self.split_mode not in SPLIT_MODES:
-            raise ValueError(f"split mode {self.split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
-        if self.variant_size is not None and not 16 <= self.variant_size <= 1024:
-            raise ValueError(f"variant size {self.variant_size} must lie in 16..1024 px (or be off)")
-        if not 1 << 20 <= self.shard_target_bytes <= 64 << 30:
-            raise ValueError(f"shard size {self.shard_target_bytes >> 20} MB must lie in 1..65536 MB")
-        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1:
-            raise ValueError("val and test fractions must lie in [0, 1)")
+        for option in options.config_options():
+            option.check_field(getattr(self, option.config_field))
 
     def with_run_id(self, run_id: str) -> RunConfig:
         """Return a copy bound to another run id (Airflow passes its own)."""

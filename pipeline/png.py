@@ -1,16 +1,13 @@
-"""PNG integrity checks and the few conversions an image may need.
+"""What the project knows about the PNG format: headers, chunk integrity, trailing bytes, decodability.
 
-Most NIH images are 8-bit grayscale and are published with their original bytes: checking
-them costs a walk over the chunk CRCs (well under 1 ms), not a decode (10-14 ms). Only images
-in another mode (RGBA, LA, 16-bit, palette) are decoded once and re-encoded as 8-bit grayscale.
-Before publication every image is proven decodable by :func:`check_decodable` (an inflate of its pixel
-data, about half a decode; a Pillow decode alone does not prove it).
+Structure only, never pixels (decoding and converting are :mod:`pipeline.convert.pixels`), so ingest can check
+every member cheaply: a walk over the chunk CRCs costs well under 1 ms, a decode 10-14 ms. Before publication
+every image is proven decodable by :func:`check_decodable` (an inflate of its pixel data, about half a decode; a
+Pillow decode alone does not prove it).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -18,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.errors import BadDataError
+from pipeline.errors import ImageError, UndecodableImageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
@@ -27,10 +24,6 @@ _COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
 MAX_CHUNKS = 100_000  # 8 KB IDAT chunks of a 64 MB image (the member limit) are 8,192
 MAX_ANCILLARY_CHUNKS = 1_000  # every chunk but IHDR, PLTE, IDAT and IEND
 MAX_ANCILLARY_BYTES = 1 << 20  # those chunks' bytes, headers and CRCs included
-
-
-class ImageError(BadDataError, ValueError):
-    """The bytes are not a sound PNG; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -129,66 +122,12 @@ def strip_trailing(data: bytes, info: PngInfo) -> tuple[bytes, str | None]:
     return data[: info.end], f"stripped {extra} bytes after IEND"
 
 
-def to_gray8_png(data: bytes, compress_level: int = 6) -> bytes:
-    """Decode any PNG and re-encode it as 8-bit single-channel (luminance for colour, alpha dropped)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        gray = _to_gray8(img)
-    out = io.BytesIO()
-    gray.save(out, format="PNG", compress_level=compress_level)
-    return out.getvalue()
-
-
-def _to_gray8(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit gray: keep the top 8 bits, the standard reduction to 8-bit.
-        import numpy as np
-
-        arr = np.asarray(img, dtype=np.uint32)
-        return Image.fromarray((arr >> 8).astype(np.uint8), mode="L")
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("LA", "La"):
-        return img.getchannel(0)
-    return img.convert("L")
-
-
-def downsize_png(data: bytes, long_side: int, compress_level: int = 1) -> bytes:
-    """Decode a PNG and return a lossless PNG whose long side is ``long_side`` (8-bit grayscale).
-
-    An exact integer reduction (1024 -> 256) averages whole pixel blocks (area resampling, fast);
-    other ratios use Lanczos after a coarse integer reduction. Smaller images are only re-encoded.
-    """
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        gray = _to_gray8(img) if img.mode != "L" else img
-        small = _shrink(gray, long_side)
-    out = io.BytesIO()
-    small.save(out, format="PNG", compress_level=compress_level)
-    return out.getvalue()
-
-
-def _shrink(img: Image.Image, long_side: int) -> Image.Image:
-    side = max(img.size)
-    if side <= long_side:
-        return img
-    if side % long_side == 0 and img.size[0] % (side // long_side) == 0 and img.size[1] % (side // long_side) == 0:
-        return img.reduce(side // long_side)
-    scale = long_side / side
-    size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
 #: Bit depths the PNG standard allows per colour type (exactly what Pillow decodes; anything else it refuses).
 _DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 #: Adam7 passes: (first column, first row, column step, row step).
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 _INFLATE_PIECE = 4 << 20
-
-
-class UndecodableImageError(ImageError):
-    """The PNG's structure is sound but its pixels cannot be decoded (quarantined, never published)."""
 
 
 def check_decodable(data: bytes, info: PngInfo) -> None:
@@ -309,45 +248,3 @@ def _inflate_scanlines(
             )
         produced += len(piece)
     return produced, pending
-
-
-@dataclass(frozen=True)
-class Processed:
-    """What publishing one image takes: its converted bytes (None when the raw bytes are published as they
-    are, so a worker process never sends them back), its downsized variant and the published bytes' sha256."""
-
-    png: bytes | None
-    small: bytes | None
-    converted: bool
-    sha256: str
-
-
-def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int | None) -> Processed:
-    """Check one raw image against its manifest, prove it decodes, convert it if not 8-bit gray, make the variant.
-
-    Module-level (and in this light module) so a process pool can run it. Every image goes through
-    :func:`check_decodable` first, also when it is decoded afterwards: Pillow fills the missing rows of an image
-    whose pixel data ends early on a scanline boundary with zeros and reports no error, so its decode alone
-    proves nothing. Only images that need it are decoded (converted, or to make the variant).
-
-    Raises:
-        ImageError: the bytes differ from the manifest's sha256 (the raw zone changed: the run fails).
-        UndecodableImageError: the image cannot be decoded; the message says why (the caller quarantines it).
-    """
-    if hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise ImageError(f"raw object {key} does not match its manifest sha256; re-run extract")
-    try:
-        info = check_png(data)
-    except ImageError as exc:
-        raise UndecodableImageError(str(exc)) from exc
-    check_decodable(data, info)
-    try:
-        if info.is_gray8:
-            return Processed(None, downsize_png(data, variant_size) if variant_size else None, False, expected_sha256)
-        png = to_gray8_png(data)
-        small = downsize_png(png, variant_size) if variant_size else None
-    except MemoryError:
-        raise
-    except Exception as exc:  # any other failure to decode these bytes is a fact about the image: quarantined
-        raise UndecodableImageError(f"the PNG decoder failed on it ({type(exc).__name__}: {exc})") from exc
-    return Processed(png, small, True, hashlib.sha256(png).hexdigest())

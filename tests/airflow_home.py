@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dev import airflow_local
+from pipeline.dev.airflow.db import migrate
+from pipeline.dev.airflow.settings import airflow_env
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cxr-test-airflow-"))
 atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
-ENV = airflow_local.airflow_env(AIRFLOW_HOME)
+ENV = airflow_env(AIRFLOW_HOME)
 for _key, _value in ENV.items():
     if _key.startswith("AIRFLOW"):
         os.environ[_key] = _value
@@ -31,7 +32,7 @@ def airflow_db() -> Path:
     """A migrated Airflow metadata database (SQLite) for ``dag.test()``; returns the Airflow home."""
     log = AIRFLOW_HOME / "migrate.log"
     try:
-        airflow_local.migrate(ENV, log)
+        migrate(ENV, log)
     except subprocess.CalledProcessError:
         pytest.fail(f"airflow db migrate failed:\n{log.read_text()[-3000:]}")
     return AIRFLOW_HOME

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pipeline.dev.stack import LocalS3, StackInfo, make_client
+from pipeline.dev.stack import LocalS3, StackInfo
+from pipeline.store.client import make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -30,13 +31,13 @@ def s3_stack() -> Iterator[StackInfo]:
 @pytest.fixture(scope="session")
 def s3_client(s3_stack: StackInfo) -> S3Client:
     """A signed boto3 S3 client for the read/write ``pipeline`` identity."""
-    return make_client(s3_stack)
+    return make_client(s3_stack.store_config())
 
 
 @pytest.fixture(scope="session")
 def s3_consumer_client(s3_stack: StackInfo) -> S3Client:
     """A signed boto3 S3 client for the read/list-only ``consumer`` identity."""
-    return make_client(s3_stack, consumer=True)
+    return make_client(s3_stack.store_config(consumer=True))
 
 
 @pytest.fixture(scope="session")

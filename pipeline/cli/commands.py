@@ -16,72 +16,14 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TextIO
+from typing import Any
 
-from pipeline import progress
+from pipeline import errors, options, progress
 from pipeline.cli import releases as cli_releases
-from pipeline.errors import (
-    LocalDiskError,
-    PipelineError,
-    StoreAccessError,
-    StoreNotFoundError,
-    UsageError,
-    local_disk_error,
-)
+from pipeline.cli.progress_bar import TerminalProgress
 
-#: Exit codes of every ``cxr`` command (README, "Exit codes").
-EXIT_OK = 0
-EXIT_FAILED = 1  # the run or check failed: bad data, validation, conflict, mismatch, store unavailable after retries
-EXIT_USAGE = 2  # bad arguments: options, release names, store locations, bucket names, endpoint URL
-EXIT_STORE = 3  # the store refused the keys (access denied, unknown key, wrong secret) or lacks the bucket (or object)
-EXIT_LOCAL_DISK = 4  # this machine's disk refused a write: $TMPDIR (or a local file) full, over quota or read-only
-EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE): one line here, the traceback in a file
-EXIT_INTERRUPTED = 130
-#: Error kind -> exit code; the first kind the error is an instance of wins.
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (UsageError, EXIT_USAGE),
-    (StoreAccessError, EXIT_STORE),
-    (StoreNotFoundError, EXIT_STORE),
-    (LocalDiskError, EXIT_LOCAL_DISK),
-    (PipelineError, EXIT_FAILED),
-    (FileExistsError, EXIT_USAGE),  # `cxr synth` into a directory that is not empty
-)
-#: Modules whose plain ``ValueError`` is about an argument or setting: the command line, settings, connections,
-#: run parameters, ``synth``, the local stack and Airflow helpers. Raised anywhere else, a bare ``ValueError`` is a
-#: bug (errors about the input are :class:`PipelineError` kinds).
-USAGE_MODULES = frozenset(
-    {
-        "pipeline.cli.commands",
-        "pipeline.cli.releases",
-        "pipeline.config",
-        "pipeline.run.connections",
-        "pipeline.run.tasks",
-        "pipeline.dev.synth",
-        "pipeline.dev.stack.info",
-        "pipeline.dev.airflow_local",
-    }
-)
 #: Where the traceback of an internal error is written (default: the temporary directory).
 LOG_DIR_ENV = "CXR_LOG_DIR"
-
-
-class TerminalProgress:
-    """Draws one live progress line on a terminal (stderr)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def __call__(self, event: progress.ProgressEvent) -> None:
-        if event.total:
-            filled = int(30 * min(event.done, event.total) / event.total)
-            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {event.done}/{event.total}"
-        else:
-            bar = f"{event.done}"
-        self.stream.write(f"\r{event.stage:<28.28} {bar} {event.rate:7.1f}/s")
-        if event.finished:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def _setup_output(verbose: bool) -> None:
@@ -92,32 +34,16 @@ def _setup_output(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.plan.crosscheck import accounting_lines
+    from pipeline.run import summary as run_summary
     from pipeline.run import tasks
 
-    params = {
-        "source": args.source,
-        "store": args.store,
-        "release": args.release,
-        "split_mode": args.split_mode,
-        "seed": args.seed,
-        "shards": args.shards,
-        "force": args.force,
-        "data_entry": args.data_entry,
-        "checksums": args.checksums,
-        "variant_size": args.variant_size,
-        "shard_size_mb": args.shard_size_mb,
-    }
+    params = {option.name: getattr(args, option.name) for option in options.cli_options()}
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
     summary = tasks.run_all(cfg)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    state = "published" if summary["published"] else "unchanged (nothing new published)"
-    print(f"release {summary['version']}: {state}")
-    for split, count in summary["counts"].items():
-        print(f"  {split:<5} {count:>7} images")
-    print("\n".join(f"  {line}" for line in accounting_lines(summary)))
+    print("\n".join(run_summary.run_lines(summary)))
     return 0
 
 
@@ -183,33 +109,27 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return demo.run_ui(Path(args.dir), port=args.port)
 
 
+def _add_option(parser: argparse.ArgumentParser, option: options.Option) -> None:
+    """One ``cxr run`` flag from the options table (``pipeline.options``)."""
+    if option.kind is bool:
+        parser.add_argument(option.flag, dest=option.name, action="store_true", help=options.cli_help(option))
+        return
+    kwargs: dict[str, Any] = {"dest": option.name, "default": option.default, "help": options.cli_help(option)}
+    if option.kind is list:
+        kwargs["nargs"] = "+"
+    else:
+        kwargs["type"] = option.kind
+    if option.choices:
+        kwargs["choices"] = list(option.choices)
+    if option.required_on_cli:
+        kwargs["required"] = True
+    parser.add_argument(option.flag, **kwargs)
+
+
 def _add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="run every stage in this process and publish a release")
-    p.add_argument(
-        "--source",
-        required=True,
-        help="where the NIH archives and CSVs are: a directory, s3://BUCKET/PREFIX or http(s)://URL",
-    )
-    p.add_argument("--store", required=True, help="s3://BUCKET[/PREFIX] (endpoint and keys from AWS_* variables)")
-    p.add_argument("--release", help="release version (default: today's date, YYYY.MM.DD)")
-    p.add_argument("--split-mode", default="auto", choices=["auto", "official", "patient-hash"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shards", nargs="+", help="only these archives (names or numbers)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
-    p.add_argument("--data-entry", help="metadata file when several are present: 2017, v2020 (default) or a file name")
-    p.add_argument("--checksums", help="md5 list to verify against (path, URI or file name in the source)")
-    p.add_argument(
-        "--variant-size",
-        type=int,
-        default=256,
-        help="long side of the downsized PNG copy (0 = none)",
-    )
-    p.add_argument(
-        "--shard-size-mb",
-        type=int,
-        default=1024,
-        help="target size of each WebDataset shard (and conversion unit) in MB",
-    )
+    for option in options.cli_options():
+        _add_option(p, option)
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
@@ -258,34 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raised_in(tb: TracebackType | None) -> str:
-    """The module of the innermost ``pipeline`` frame of a traceback ("" when none is)."""
-    module = ""
-    while tb is not None:
-        name = str(tb.tb_frame.f_globals.get("__name__", ""))
-        if name == "pipeline" or name.startswith("pipeline."):
-            module = name
-        tb = tb.tb_next
-    return module
-
-
-def exit_code(exc: BaseException) -> int | None:
-    """The exit code of an error a user can cause (:data:`EXIT_CODES`); None for a bug."""
-    for kind, code in EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    if isinstance(exc, ValueError) and _raised_in(exc.__traceback__) in USAGE_MODULES:
-        return EXIT_USAGE
-    if isinstance(exc, OSError) and local_disk_error(exc, "writing") is not None:
-        return EXIT_LOCAL_DISK
-    if isinstance(exc, OSError) and exc.filename is not None:  # a local path that is missing or not ours to use
-        return EXIT_FAILED
-    return None
-
-
 def _user_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-        disk = local_disk_error(exc, "writing a local file")
+        disk = errors.local_disk_error(exc, "writing a local file")
         if disk is not None:
             return str(disk)
         return f"{exc.strerror or exc}: {exc.filename}; check that it exists and that this user may use it"
@@ -310,9 +205,10 @@ def report_error(exc: BaseException, verbose: bool = False) -> int:
     """Print ``exc`` as one ``error:`` line on stderr (its further lines, if any, below it); return its exit code.
 
     An error a user can cause shows its message only. Anything else is a bug: one line naming it and the log file
-    its traceback was written to (printed too with ``-v``), exit :data:`EXIT_INTERNAL`.
+    its traceback was written to (printed too with ``-v``), exit 70. The code is :func:`pipeline.errors.exit_code`'s,
+    the mapping the DAG uses too.
     """
-    code = exit_code(exc)
+    code = errors.exit_code(exc)
     if code is not None:
         print(f"error: {_user_message(exc)}", file=sys.stderr)
         return code
@@ -324,18 +220,19 @@ def report_error(exc: BaseException, verbose: bool = False) -> int:
         f"{_write_traceback(exc)}; please report it with that file",
         file=sys.stderr,
     )
-    return EXIT_INTERNAL
+    return errors.EXIT_INTERNAL
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cxr`` console script: exit codes :data:`EXIT_CODES`, no traceback for user errors."""
+    """Entry point of the ``cxr`` console script: exit codes as :mod:`pipeline.errors` lists them, no traceback for
+    an error a user can meet."""
     args = build_parser().parse_args(argv)
     _setup_output(args.verbose)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return errors.EXIT_INTERRUPTED
     except Exception as exc:
         return report_error(exc, verbose=args.verbose)
     return code

@@ -53,12 +53,14 @@ def _row(version: str, manifest: dict[str, Any], latest: str | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from pipeline.publish import versions as publish
+    from pipeline.publish.latest import read_latest
+    from pipeline.publish.listing import list_versions
+    from pipeline.publish.manifest import read_manifest
 
     store = _store(args)
-    listing = publish.list_versions(store)
-    latest = (publish.read_latest(store) or {}).get("version")
-    manifests = {v: publish.read_manifest(store, v) or {} for v in listing.published}
+    listing = list_versions(store)
+    latest = (read_latest(store) or {}).get("version")
+    manifests = {v: read_manifest(store, v) or {} for v in listing.published}
     if args.json:
         keys = ("images", "counts", "parent", "published_at")
         rows = [{"version": v, "latest": v == latest, **{k: m.get(k) for k in keys}} for v, m in manifests.items()]
@@ -111,22 +113,26 @@ def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from pipeline.publish import versions as publish
+    from pipeline.publish.latest import read_latest
+    from pipeline.publish.listing import resolve_version
+    from pipeline.publish.manifest import manifest_key, read_manifest
 
     _check_versions(args.version)
     store = _store(args)
-    version = publish.resolve_version(store, args.version)
-    manifest = publish.read_manifest(store, version)
+    version = resolve_version(store, args.version)
+    manifest = read_manifest(store, version)
     if manifest is None:
-        from pipeline.errors import PipelineError
+        from pipeline.errors import ReleaseNotFoundError
 
-        raise PipelineError(f"release {version} is not published in {store.uri('releases/')}; see `cxr releases list`")
+        raise ReleaseNotFoundError(
+            f"release {version} is not published in {store.uri('releases/')}; see `cxr releases list`"
+        )
     if args.json:
         print(json.dumps(manifest, indent=2))
         return 0
-    latest = (publish.read_latest(store) or {}).get("version")
+    latest = (read_latest(store) or {}).get("version")
     print("\n".join(_show_lines(manifest, latest)))
-    print(f"  location    {store.uri(publish.manifest_key(version)).removesuffix('manifest.json')}")
+    print(f"  location    {store.uri(manifest_key(version)).removesuffix('manifest.json')}")
     return 0
 
 
@@ -140,10 +146,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from pipeline.publish import versions as publish
+    from pipeline.publish.verify import verify_release
 
     _check_versions(args.release)
-    report = publish.verify_release(_store(args), args.release, limit=args.limit)
+    report = verify_release(_store(args), args.release, limit=args.limit)
     if args.json:
         print(json.dumps({"version": report.version, "ok": report.ok, "files": report.files,
                           "bytes": report.bytes, "problems": report.problems}, indent=2))  # fmt: skip

@@ -7,10 +7,11 @@ Expectations Data Docs that render offline (``data_docs/index.html`` and one pag
 copies ``validation/`` as it is. The validation results are written before a blocking failure stops the run,
 so they can be read afterwards.
 
-Each file is refused before it is read when it is over its kind's size limit (``metadata.MAX_FILE_BYTES``).
+Each file is refused before it is read when it is over its kind's size limit
+(``pipeline.ingest.files.MAX_FILE_BYTES``).
 A row-level defect of an auxiliary file (box list, split lists) costs that row only: the row is left out of
 ``bboxes.parquet`` / ``split_lists.json`` and listed in ``row_quarantine.parquet``
-(``validate.ROW_DEFECT_COLUMNS``: file, line, image name, reason), which the plan adds to the release's
+(``quarantine.ROW_DEFECT_COLUMNS``: file, line, image name, reason), which the plan adds to the release's
 quarantine. Row-level defects of Data_Entry stay blocking.
 """
 
@@ -23,10 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.curate import datadocs, metadata, validate
-from pipeline.ingest.sources import FileRef, SourceListing, read_file
+from pipeline.curate import datadocs, metadata, outcomes, quarantine, reading, validate
+from pipeline.ingest.files import FileRef, read_file
+from pipeline.ingest.sources import SourceListing
+from pipeline.store.layout import run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import put_frame, put_json, run_prefix
+from pipeline.store.tables import put_frame, put_json
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +56,12 @@ class CurateResult:
 class LoadedMetadata:
     """The loaded, normalised metadata of a source and its validation report."""
 
-    report: validate.ValidationReport
+    report: outcomes.ValidationReport
     entry: metadata.LoadedTable
     bboxes: pd.DataFrame
     lists: dict[str, list[str]]
     file_sha256: dict[str, str]
-    rejected: pd.DataFrame = field(default_factory=validate.empty_row_defects)
+    rejected: pd.DataFrame = field(default_factory=quarantine.empty_row_defects)
 
 
 def _read(ref: FileRef, hashes: dict[str, str], kind: str) -> bytes:
@@ -78,23 +81,18 @@ def _empty_bboxes() -> pd.DataFrame:
     )
 
 
-def _lines_of(rejected: pd.DataFrame, name: str) -> set[int]:
-    return {int(line) for line in rejected.loc[rejected["file"] == name, "line"]}
-
-
 def _split_lists(
     listing: SourceListing, hashes: dict[str, str], known: set[str]
-) -> tuple[validate.SuiteRun, dict[str, list[str]]]:
+) -> tuple[outcomes.SuiteRun, dict[str, list[str]]]:
     """Load and validate both split lists; return the run and the lists without their quarantined lines."""
     refs = {"train_val": listing.train_val, "test": listing.test}
-    entries = {role: metadata.split_list_entries(_read(ref, hashes, "split_list"), ref.name)
+    entries = {role: reading.split_list_entries(_read(ref, hashes, "split_list"), ref.name)
                for role, ref in refs.items() if ref is not None}  # fmt: skip
     files = {role: ref.name for role, ref in refs.items() if ref is not None}
     run = validate.validate_split_lists(entries["train_val"], entries["test"], known, files)
-    rejected = run.defects if run.defects is not None else validate.empty_row_defects()
     lists = {}
     for role, items in entries.items():
-        bad = _lines_of(rejected, files[role])
+        bad = quarantine.quarantined_lines(run.defects, files[role])
         lists[role] = [name for line, name in items if line not in bad]
     return run, lists
 
@@ -103,8 +101,8 @@ def load_all(listing: SourceListing) -> LoadedMetadata:
     """Load and validate every metadata file of a source; quarantine the defective rows of auxiliary files.
 
     Raises:
-        metadata.UnreadableFileError, metadata.UnknownHeaderError: a file cannot be read or recognised, is over
-            its size limit (``metadata.FileTooLargeError``) or mostly defective (``validate.DefectiveFileError``).
+        UnreadableFileError, UnknownHeaderError (``pipeline.errors``): a file cannot be read or recognised, is
+            over its size limit (``FileTooLargeError``) or mostly defective (``DefectiveFileError``).
     """
     hashes: dict[str, str] = {}
     entry_data = _read(listing.data_entry, hashes, "data_entry")
@@ -121,7 +119,7 @@ def load_all(listing: SourceListing) -> LoadedMetadata:
         notes[listing.bbox.name] = table.notes
         boxes = table.frame.assign(line=pd.Series(table.line_numbers(), index=table.frame.index, dtype="int64"))
         if runs[-1].defects is not None:
-            boxes = boxes[~boxes["line"].isin(_lines_of(runs[-1].defects, listing.bbox.name))]
+            boxes = boxes[~boxes["line"].isin(quarantine.quarantined_lines(runs[-1].defects, listing.bbox.name))]
             boxes = boxes.reset_index(drop=True)
     lists: dict[str, list[str]] = {}
     if listing.train_val is not None and listing.test is not None:
@@ -130,11 +128,11 @@ def load_all(listing: SourceListing) -> LoadedMetadata:
         variants |= {listing.train_val.name: "split_list/names", listing.test.name: "split_list/names"}
     elif listing.train_val is not None or listing.test is not None:
         log.warning("only one split list found: both train_val_list.txt and test_list.txt are needed; ignoring it")
-    report = validate.ValidationReport.from_runs(runs, variants, {name: n for name, n in notes.items() if n})
+    report = outcomes.ValidationReport.from_runs(runs, variants, {name: n for name, n in notes.items() if n})
     return LoadedMetadata(report, entry, boxes, lists, hashes, report.row_defects)
 
 
-def write_validation(store: Store, prefix: str, report: validate.ValidationReport) -> None:
+def write_validation(store: Store, prefix: str, report: outcomes.ValidationReport) -> None:
     """Write ``<prefix>/validation/``: results.json, summary.txt and the offline Data Docs."""
     put_json(store, f"{prefix}/validation/results.json", report.to_json())
     store.put_bytes(f"{prefix}/validation/summary.txt", report.summary_text().encode(), content_type="text/plain")
@@ -146,14 +144,14 @@ def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
     """Run the curate stage for one run.
 
     Raises:
-        validate.BlockingValidationError: a blocking expectation failed (nothing is published).
+        BlockingValidationError: a blocking expectation failed (nothing is published).
     """
     curated = load_all(listing)
     report, entry = curated.report, curated.entry
     prefix = run_prefix(run_id)
     write_validation(store, prefix, report)
     log.info("validation of %s:\n%s", listing.source, report.summary_text())
-    validate.raise_if_blocking(report)
+    outcomes.raise_if_blocking(report)
     put_frame(store, f"{prefix}/data_entry.parquet", entry.frame)
     put_frame(store, f"{prefix}/bboxes.parquet", curated.bboxes)
     put_json(store, f"{prefix}/split_lists.json", curated.lists)
@@ -163,7 +161,7 @@ def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
             "%d row(s) of the auxiliary files quarantined (each with its file, line and reason):\n%s",
             len(curated.rejected),
             "\n".join(
-                validate.row_defect_text(r) for r in curated.rejected.head(validate.ROWS_LISTED).to_dict("records")
+                quarantine.row_defect_text(r) for r in curated.rejected.head(outcomes.ROWS_LISTED).to_dict("records")
             ),
         )
     put_json(store, f"{prefix}/metadata_notes.json", {"variant": entry.variant, "notes": entry.notes})

@@ -23,7 +23,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.curate.suites import ExpectationOutcome, SuiteRun, gx, quiet
+from pipeline.curate.outcomes import ExpectationOutcome, SuiteRun
+from pipeline.curate.suites import gx, quiet
 
 log = logging.getLogger(__name__)
 

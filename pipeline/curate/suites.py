@@ -1,15 +1,22 @@
-"""Great Expectations suites kept as GX suite JSON in ``expectations/``: loading, running, reading results.
+"""The expectation-suite file format and the Great Expectations machinery: load a suite, run it on a frame.
 
-Each expectation carries ``meta.severity`` (``blocking`` or ``warning``; what the pipeline reads) and GX's
-native ``severity`` mirrors it (``blocking`` -> ``critical``). ``meta.check`` names the expectation in
-messages; ``meta.example_columns`` lists the columns shown with each failing example row.
+This module owns how a suite is written and executed, not what it checks (that is ``expectations/*.json``
+and the derived columns of :mod:`pipeline.curate.validate`). A suite is a GX suite JSON file in ``SUITES_DIR``
+(``expectations/``; ``$CXR_EXPECTATIONS_DIR`` overrides it). Besides GX's own fields, each expectation carries:
 
-A row-level warning of an auxiliary file can quarantine the rows it fails: ``meta.on_failure`` is then
-``quarantine_row`` and ``meta.reason`` a template for each row's reason (``label {label!r} is not ...``,
-formatted with the row's values, each cut short). After the suite ran, each such expectation that failed is
-run once more on its own with GX's ``COMPLETE`` result format to get every failing row; ``SuiteRun.defects``
-holds those rows with their reasons. If GX cannot name the failing rows (the expectation raised), the outcome
-becomes blocking: a defect is never let through unnamed.
+* ``meta.severity``: ``blocking`` or ``warning``, what the pipeline reads; GX's native ``severity`` must mirror
+  it (``GX_SEVERITY``: ``blocking`` -> ``critical``), so GX tooling shows the same thing;
+* ``meta.check``: the expectation's name in messages (and in ``skip``); ``meta.example_columns``: the columns
+  shown with each failing example row;
+* ``meta.on_failure``: ``report`` (the default) or ``quarantine_row`` (only for a warning, with ``meta.reason``:
+  a template for each failing row's reason, ``label {label!r} is not ...``, formatted with the row's values,
+  each cut short).
+
+A file that breaks these rules, or that GX does not load whole, is a :class:`~pipeline.errors.SuiteError`.
+After a suite ran, each ``quarantine_row`` expectation that failed is run once more on its own with GX's
+``COMPLETE`` result format to get every failing row; ``SuiteRun.defects`` holds those rows with their reasons.
+If GX cannot name the failing rows (the expectation raised), the outcome becomes blocking: a defect is never
+let through unnamed. Results are turned into :mod:`pipeline.curate.outcomes` here.
 
 GX is imported lazily (it takes seconds), with its logger, warnings and progress bars silenced. A suite runs
 on a pandas frame through one ephemeral GX context, built once per process.
@@ -21,23 +28,23 @@ import functools
 import importlib
 import json
 import logging
-import math
 import os
 import warnings
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.curate.metadata import short
+from pipeline.curate.outcomes import ExpectationOutcome, SuiteRun, plain
+from pipeline.curate.reading import short
+from pipeline.errors import SuiteError
 
 logger = logging.getLogger(__name__)
 
-Severity = Literal["blocking", "warning"]
 #: The suite JSON files; ``CXR_EXPECTATIONS_DIR`` overrides it (e.g. for an install without the source tree).
 _SOURCE_SUITES = Path(__file__).resolve().parents[2] / "expectations"
 SUITES_DIR = Path(os.environ.get("CXR_EXPECTATIONS_DIR") or _SOURCE_SUITES)
@@ -52,47 +59,6 @@ _ROWS_FORMAT = {"result_format": "COMPLETE", "return_unexpected_index_query": Fa
 #: ``meta.on_failure`` values: report the failure only (the default), or quarantine each failing row.
 ON_FAILURE = ("report", "quarantine_row")
 QUARANTINE_ROW = "quarantine_row"
-
-
-class SuiteError(ValueError):
-    """An expectation suite JSON file is invalid or GX did not load all of its expectations."""
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    """The result of one expectation, in plain Python types."""
-
-    suite: str
-    expectation: str
-    column: str | None
-    severity: Severity
-    success: bool
-    unexpected_count: int
-    element_count: int
-    examples: list[dict[str, Any]]
-    description: str
-    check: str = ""
-    quarantines_rows: bool = False
-
-    def render(self) -> str:
-        """Return one line naming severity, suite, expectation, column, count and a few example rows."""
-        where = f" on {self.column}" if self.column else ""
-        head = f"[{self.severity}] {self.suite}.{self.check or self.expectation} ({self.expectation}{where})"
-        shown = "; ".join(", ".join(f"{k}={short(v)!r}" for k, v in row.items()) for row in self.examples[:3])
-        action = "; those rows are quarantined" if self.quarantines_rows and not self.success else ""
-        return f"{head}: {self.description}{action}" + (f" | e.g. {shown}" if shown else "")
-
-
-@dataclass(frozen=True)
-class SuiteRun:
-    """One suite run on one frame: the outcomes, and GX's own result object (for Data Docs)."""
-
-    suite: str
-    outcomes: list[ExpectationOutcome]
-    gx_result: Any  # great_expectations ExpectationSuiteValidationResult
-    #: Rows failed by ``quarantine_row`` expectations: the validated frame's rows (index = row position) with a
-    #: ``reason`` column (every failed check's reason, ``; ``-joined); None when there are none.
-    defects: pd.DataFrame | None = None
 
 
 def _silence_gx_loggers() -> None:
@@ -277,17 +243,6 @@ def _error_of(result: Any) -> str | None:
         if candidate.get("raised_exception"):
             return str(candidate.get("exception_message"))
     return None
-
-
-def plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays, NaN and pandas NA into plain JSON-able Python values."""
-    if isinstance(value, list | tuple | np.ndarray):
-        return [plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
 
 
 def _examples(result: dict[str, Any], frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:

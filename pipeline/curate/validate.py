@@ -1,32 +1,30 @@
-"""Validate NIH metadata with Great Expectations suites kept as GX suite JSON in ``expectations/``.
+"""What is checked in each metadata file, how severe each failure is, and the ``cxr validate`` command.
+
+Each file kind has its suite (``expectations/data_entry.json``, ``bbox.json``, ``split_lists.json``) and the
+derived columns its checks need, added here to a copy of the loaded frame (``index_patient_id``,
+``labels_in_vocabulary``, ``x_end``, ``in_both``...; each suite's ``meta.derived_columns`` lists them). How a
+suite file is written and run is :mod:`pipeline.curate.suites`; what a run found, :mod:`pipeline.curate.outcomes`.
 
 Severity policy
 ---------------
-Each expectation carries ``meta.severity`` (what this module reads); GX's native ``severity`` field mirrors it
-(``blocking`` -> ``critical``, ``warning`` -> ``warning``) so GX tooling shows the same thing.
-
 * ``blocking``: structural problems that would make a release wrong: missing columns or wrong dtypes, and
   every row-level defect of the primary labels (Data_Entry): image names off the ``<8 digits>_<3 digits>.png``
   pattern, duplicate images, non-numeric patient ids or follow-ups, patient ids that differ from the image
   name, labels outside the vocabulary, ``No Finding`` combined with a finding, sex other than M/F, view other
-  than PA/AP. A blocking failure stops a run before publishing (``raise_if_blocking``).
-* ``warning`` that **quarantines the row** (``meta.on_failure: quarantine_row``): row-level defects of an
-  auxiliary file (the box list, the split lists): a box whose label is not one of the 8 box findings, whose
-  image name is malformed, whose coordinates are not numbers, negative, not positive or outside the 1024x1024
-  image, or that repeats an earlier row exactly; a split-list line that is not an image name, that repeats an
-  earlier line of its list, or whose name is in both lists. Such a row costs only itself: it is left out and
-  listed with its file, line and reason (``ValidationReport.row_defects``; in a run, the release's
-  ``quarantine.parquet``). A file more than half of whose rows are defective is not the file it is named
-  after: it is refused (``DefectiveFileError``), like a file with an unknown header.
+  than PA/AP. A blocking failure stops a run before publishing (``outcomes.raise_if_blocking``).
+* ``warning`` that **quarantines the row**: row-level defects of an auxiliary file (the box list, the split
+  lists): a box whose label is not one of the 8 box findings, whose image name is malformed, whose coordinates
+  are not numbers, negative, not positive or outside the 1024x1024 image, or that repeats an earlier row
+  exactly; a split-list line that is not an image name, that repeats an earlier line of its list, or whose name
+  is in both lists. Such a row costs only itself (:mod:`pipeline.curate.quarantine`); a file more than half of
+  whose rows are defective is refused (``DefectiveFileError``), like a file with an unknown header.
 * ``warning``: known oddities of the real dataset, reported but not fatal: impossible or unparsable ages
   (loaded as null and flagged), follow-up numbers that differ from the image name suffix (the v2020 file
   renumbered them), boxes or list entries whose image is not in the Data_Entry file given (normal for
   subsets), patients in both split lists, two different boxes of one (image, label).
 
-Checks that cannot be written as a plain GX expectation run on derived columns added to a copy of the frame
-(``index_patient_id``, ``labels_in_vocabulary``, ``x_end``, ``in_both``...; each suite's
-``meta.derived_columns`` lists them). Loading and running the suites with GX lives in ``pipeline.curate.suites``;
-``pipeline.curate.datadocs`` renders the results as offline HTML.
+``cxr validate FILE...`` (:func:`validate_main`) runs the same checks on local files, each refused before it is
+read when it is over its kind's size limit (``pipeline.ingest.files.MAX_FILE_BYTES``).
 """
 
 from __future__ import annotations
@@ -36,53 +34,24 @@ import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.curate.metadata import (
-    MAX_FILE_BYTES,
-    NOTE_SIZE_COLUMNS_MISSING,
-    LoadedTable,
-    UnknownHeaderError,
-    UnreadableFileError,
-    check_size,
-    decode_text,
-    load_any_table,
-    short,
-    split_list_entries,
-)
-from pipeline.curate.suites import (
-    GX_SEVERITY,
-    SUITES_DIR,
-    ExpectationOutcome,
-    Severity,
-    SuiteError,
-    SuiteRun,
-    load_suite,
-    run_suite,
-    validate_frame,
-)
-from pipeline.errors import BadDataError
+from pipeline.curate.metadata import LoadedTable, load_any_table
+from pipeline.curate.normalise import NOTE_SIZE_COLUMNS_MISSING
+from pipeline.curate.outcomes import SuiteRun, ValidationReport
+from pipeline.curate.quarantine import defect_table, mark_repeats, refuse_if_mostly_defective
+from pipeline.curate.reading import decode_text, split_list_entries
+from pipeline.curate.suites import validate_frame
+from pipeline.errors import SuiteError, UnknownHeaderError, UnreadableFileError
+from pipeline.ingest.files import MAX_FILE_BYTES, check_size
 from pipeline.nih import IMAGE_NAME_RE, LABELS, NO_FINDING, TEST_LIST, TRAIN_VAL_LIST
 
 __all__ = [
-    "GX_SEVERITY",
-    "ROW_DEFECT_COLUMNS",
-    "SUITES_DIR",
-    "BlockingValidationError",
-    "DefectiveFileError",
-    "ExpectationOutcome",
-    "Severity",
-    "SuiteError",
-    "SuiteRun",
-    "ValidationReport",
-    "load_suite",
-    "raise_if_blocking",
-    "run_suite",
+    "LIST_FILES",
     "validate_bboxes",
     "validate_data_entry",
     "validate_files",
@@ -92,136 +61,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _SIZE_COLUMNS = ("original_width", "original_height", "pixel_spacing_x", "pixel_spacing_y")
-#: One row per quarantined row of an auxiliary file: ``kind`` (``bbox`` or ``split_list``), file name, line,
-#: the image name the row gives (as written), and what is wrong with it.
-ROW_DEFECT_COLUMNS = ("kind", "file", "line", "image_index", "reason")
-#: A file with more defective rows than this share is refused as a whole (it is not the file it is named after).
-MAX_DEFECTIVE_SHARE = 0.5
-#: How many quarantined rows the text summary lists, and the JSON report holds (the count is always complete).
-ROWS_LISTED, ROWS_IN_JSON = 20, 1000
 LIST_FILES: dict[str, str] = {"train_val": TRAIN_VAL_LIST, "test": TEST_LIST}
-
-
-class DefectiveFileError(UnreadableFileError):
-    """More than half of an auxiliary file's rows are defective: the file is refused, not its rows quarantined."""
-
-
-def empty_row_defects() -> pd.DataFrame:
-    """A row-defect table without rows (``ROW_DEFECT_COLUMNS``)."""
-    frame = pd.DataFrame({c: pd.Series([], dtype="str") for c in ROW_DEFECT_COLUMNS})
-    return frame.astype({"line": "int64"})
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    """All expectation outcomes of one validation run, with the variant detected for each file.
-
-    ``runs`` keeps GX's own result of each suite run (for Data Docs); it is empty when the report was built
-    from outcomes alone.
-    """
-
-    outcomes: list[ExpectationOutcome]
-    variants: dict[str, str]
-    runs: tuple[SuiteRun, ...] = ()
-    notes: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @classmethod
-    def from_runs(
-        cls, runs: Sequence[SuiteRun], variants: dict[str, str], notes: dict[str, dict[str, int]] | None = None
-    ) -> ValidationReport:
-        """Build a report from suite runs (outcomes in order); ``notes``: loader quirk counts per file."""
-        return cls([o for run in runs for o in run.outcomes], dict(variants), tuple(runs), dict(notes or {}))
-
-    @property
-    def blocking_failures(self) -> list[ExpectationOutcome]:
-        """Failed blocking expectations."""
-        return [o for o in self.outcomes if not o.success and o.severity == "blocking"]
-
-    @property
-    def warnings(self) -> list[ExpectationOutcome]:
-        """Failed warning expectations."""
-        return [o for o in self.outcomes if not o.success and o.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when no blocking expectation failed."""
-        return not self.blocking_failures
-
-    @property
-    def row_defects(self) -> pd.DataFrame:
-        """The quarantined rows of the auxiliary files (``ROW_DEFECT_COLUMNS``), in file and line order."""
-        parts = [run.defects for run in self.runs if run.defects is not None and len(run.defects)]
-        if not parts:
-            return empty_row_defects()
-        frame = pd.concat(parts, ignore_index=True)[list(ROW_DEFECT_COLUMNS)]
-        return frame.sort_values(["file", "line"], kind="stable", ignore_index=True)
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the report as JSON-serialisable data (the first ``ROWS_IN_JSON`` quarantined rows)."""
-        defects = self.row_defects
-        return {
-            "ok": self.ok,
-            "variants": dict(self.variants),
-            "notes": {source: dict(counts) for source, counts in self.notes.items()},
-            "blocking_failures": len(self.blocking_failures),
-            "warnings": len(self.warnings),
-            "quarantined_rows": len(defects),
-            "row_defects": [
-                {k: plain_value(v) for k, v in row.items()} for row in defects.head(ROWS_IN_JSON).to_dict("records")
-            ],
-            "outcomes": [asdict(o) for o in self.outcomes],
-        }
-
-    def _notes_text(self, source: str) -> str:
-        counts = self.notes.get(source) or {}
-        return f" ({', '.join(f'{k}={v}' for k, v in counts.items())})" if counts else ""
-
-    def summary_text(self) -> str:
-        """Return a short human summary: verdict, counts, one line per failed expectation, the quarantined rows."""
-        verdict = "OK" if self.ok else "BLOCKED"
-        defects = self.row_defects
-        lines = [
-            f"validation {verdict}: {len(self.outcomes)} expectations, "
-            f"{len(self.blocking_failures)} blocking failures, {len(self.warnings)} warnings, "
-            f"{len(defects)} rows quarantined"
-        ]
-        lines += [f"  {source}: {variant}{self._notes_text(source)}" for source, variant in self.variants.items()]
-        lines += ["  " + o.render() for o in self.blocking_failures + self.warnings]
-        if len(defects):
-            lines.append(f"  quarantined rows (left out, the rest of each file is used): {len(defects)}")
-            lines += [f"    {row_defect_text(row)}" for row in defects.head(ROWS_LISTED).to_dict("records")]
-            if len(defects) > ROWS_LISTED:
-                lines.append(f"    ... and {len(defects) - ROWS_LISTED:,} more")
-        return "\n".join(lines)
-
-
-def plain_value(value: Any) -> Any:
-    """A numpy scalar as its Python value (for JSON)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def row_defect_text(row: Mapping[Any, Any]) -> str:
-    """``BBox_List_2017.csv line 986 (00000001_001.png): label ... is not ...``: one quarantined row."""
-    return f"{row['file']} line {row['line']} ({short(str(row['image_index']))}): {row['reason']}"
-
-
-class BlockingValidationError(BadDataError):
-    """Raised to stop a run when a blocking expectation failed; carries the report."""
-
-    def __init__(self, report: ValidationReport) -> None:
-        self.report = report
-        failures = "\n".join("  " + o.render() for o in report.blocking_failures)
-        super().__init__(f"{len(report.blocking_failures)} blocking expectation(s) failed:\n{failures}")
-
-
-def raise_if_blocking(report: ValidationReport) -> None:
-    """Raise BlockingValidationError if any blocking expectation failed.
-
-    Raises:
-        BlockingValidationError: listing suite, expectation, column, count and examples of each failure.
-    """
-    if not report.ok:
-        raise BlockingValidationError(report)
 
 
 def _data_entry_frame(table: LoadedTable) -> pd.DataFrame:
@@ -259,48 +99,14 @@ def _bbox_frame(table: LoadedTable, known_images: set[str] | None) -> pd.DataFra
         frame["y_end"] = frame["y"] + frame["h"]
     names = frame["image_index"] if "image_index" in frame else pd.Series("", index=frame.index)
     frame["image_known"] = names.isin(known_images) if known_images is not None else True
-    return _mark_repeats(frame, [c for c in ("image_index", "label", "x", "y", "w", "h") if c in frame])
+    return mark_repeats(frame, [c for c in ("image_index", "label", "x", "y", "w", "h") if c in frame])
 
 
-def _mark_repeats(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    """Add ``repeated`` (the row repeats an earlier one on ``key``) and ``first_line`` (that earlier row's line)."""
-    if not key or not len(frame):
-        return frame.assign(repeated=False, first_line=pd.Series(pd.NA, index=frame.index, dtype="Int64"))
-    repeated = frame.duplicated(key, keep="first")
-    first = frame.groupby(key, dropna=False, sort=False)["line"].transform("first")
-    return frame.assign(repeated=repeated.astype(bool), first_line=first.where(repeated).astype("Int64"))
-
-
-def _defects(run: SuiteRun, kind: str, files: pd.Series, names: str) -> SuiteRun:
+def _with_defects(run: SuiteRun, kind: str, files: pd.Series, names: str) -> SuiteRun:
     """The run with its defects as ``ROW_DEFECT_COLUMNS`` (``files``: each validated row's file name)."""
     if run.defects is None:
         return run
-    rows = run.defects
-    table = pd.DataFrame(
-        {
-            "kind": kind,
-            "file": files.loc[rows.index].astype("str"),
-            "line": rows["line"].astype("int64"),
-            "image_index": rows[names].astype("str").map(short).astype("str"),  # as written, cut if absurdly long
-            "reason": rows["reason"].astype("str"),
-        }
-    )
-    return replace(run, defects=table.reset_index(drop=True))
-
-
-def _refuse_if_mostly_defective(defects: pd.DataFrame | None, rows_per_file: Mapping[str, int], what: str) -> None:
-    """Raise DefectiveFileError for a file more than ``MAX_DEFECTIVE_SHARE`` of whose rows are defective."""
-    if defects is None or not len(defects):
-        return
-    for name, group in defects.groupby("file", sort=True):
-        total = rows_per_file.get(str(name), 0)
-        if len(group) > MAX_DEFECTIVE_SHARE * total:
-            first = group.iloc[0]
-            raise DefectiveFileError(
-                f"{name}: {len(group):,} of {total:,} rows have defects (e.g. line {first['line']}: "
-                f"{first['reason']}); more than half, so this is not a usable {what}: check the file or download "
-                "it again"
-            )
+    return replace(run, defects=defect_table(run.defects, kind, files, names))
 
 
 def validate_bboxes(table: LoadedTable, known_images: set[str] | None) -> SuiteRun:
@@ -319,15 +125,15 @@ def validate_bboxes(table: LoadedTable, known_images: set[str] | None) -> SuiteR
     skip = () if known_images is not None else ("image_known",)
     frame = _bbox_frame(table, known_images)
     run = validate_frame("bbox", frame, skip=skip)
-    run = _defects(run, "bbox", pd.Series(table.source, index=frame.index), "image_index")
-    _refuse_if_mostly_defective(run.defects, {table.source: len(frame)}, "bounding-box list")
+    run = _with_defects(run, "bbox", pd.Series(table.source, index=frame.index), "image_index")
+    refuse_if_mostly_defective(run.defects, {table.source: len(frame)}, "bounding-box list")
     return run
 
 
 def _split_frame(entries: dict[str, list[tuple[int, str]]], known: set[str] | None) -> pd.DataFrame:
     rows = [(role, line, name) for role, items in entries.items() for line, name in items]
     frame = pd.DataFrame(rows, columns=["list", "line", "name"]).astype({"list": "str", "name": "str"})
-    frame = _mark_repeats(frame, ["list", "name"])
+    frame = mark_repeats(frame, ["list", "name"])
     sets = {role: {name for _, name in items} for role, items in entries.items()}
     frame["in_both"] = [n in sets["train_val"] and n in sets["test"] for n in frame["name"]]
     patients = {role: {n[:8] for n in names if IMAGE_NAME_RE.match(n)} for role, names in sets.items()}
@@ -364,9 +170,9 @@ def validate_split_lists(
     names = {**LIST_FILES, **(files or {})}
     frame = _split_frame({"train_val": numbered(train_val), "test": numbered(test)}, known_images)
     run = validate_frame("split_lists", frame, skip=() if known_images is not None else ("name_known",))
-    run = _defects(run, "split_list", frame["list"].map(names), "name")
+    run = _with_defects(run, "split_list", frame["list"].map(names), "name")
     sizes = {names[role]: int((frame["list"] == role).sum()) for role in ("train_val", "test")}
-    _refuse_if_mostly_defective(run.defects, sizes, "split list")
+    refuse_if_mostly_defective(run.defects, sizes, "split list")
     return run
 
 

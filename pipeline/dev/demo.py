@@ -13,10 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.config import StoreConfig
-from pipeline.dev import airflow_local, stack
+from pipeline.dev import stack
+from pipeline.dev.airflow.components import dags_test
+from pipeline.dev.airflow.db import migrate
+from pipeline.dev.airflow.installation import LocalAirflow
+from pipeline.dev.airflow.settings import API_PORT, CelerySettings, admin_password, airflow_env
+from pipeline.errors import LocalAirflowError
 from pipeline.plan.split import SPLITS
-from pipeline.publish.versions import read_latest, read_manifest
+from pipeline.publish.latest import read_latest
+from pipeline.publish.manifest import read_manifest
 from pipeline.store.storage import Store
 
 DEMO_BUCKET = "s3://cxr-demo"
@@ -45,13 +50,13 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 def _run_dag(workdir: Path, source: Path, info: stack.StackInfo) -> bool:
     home = workdir / "airflow"
-    env = airflow_local.airflow_env(home, extra=info.env())
+    env = airflow_env(home, extra=info.env())
     log_path = workdir / "logs" / "demo-dag-test.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _say(f"3/4 running the {DAG_ID} DAG through Airflow (log: {log_path})")
-    airflow_local.migrate(env, log_path)
+    migrate(env, log_path)
     started = time.monotonic()
-    code = airflow_local.dags_test(env, DAG_ID, {"source": str(source.resolve()), "store": DEMO_BUCKET}, log_path)
+    code = dags_test(env, DAG_ID, {"source": str(source.resolve()), "store": DEMO_BUCKET}, log_path)
     if code != 0:
         _say(f"the DAG run failed (exit {code}); the last lines of {log_path}:\n{_tail(log_path)}")
         return False
@@ -60,7 +65,7 @@ def _run_dag(workdir: Path, source: Path, info: stack.StackInfo) -> bool:
 
 
 def _report(info: stack.StackInfo, workdir: Path) -> None:
-    store = Store(StoreConfig(DEMO_BUCKET, info.endpoint_url, info.access_key_id, info.secret_access_key))
+    store = Store(info.store_config(DEMO_BUCKET))
     latest = read_latest(store)
     manifest = read_manifest(store, latest["version"]) if latest else None
     if latest is None or manifest is None:
@@ -106,7 +111,7 @@ _JSON_FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_
 
 
 def _say_how_to_use(port: int, home: Path, celery: bool) -> None:
-    password, api = airflow_local.admin_password(home), f"http://127.0.0.1:{port}"
+    password, api = admin_password(home), f"http://127.0.0.1:{port}"
     _say(f"Airflow UI: {api}  user admin, password {password}")
     if celery:
         _say("    CeleryExecutor: PostgreSQL metadata, Redis broker, worker-N processes (logs in the Airflow home)")
@@ -122,8 +127,8 @@ starts the scheduled run of the latest night. Ctrl-C stops every component.""")
 
 def run_ui(
     workdir: Path,
-    port: int = airflow_local.API_PORT,
-    celery: airflow_local.CelerySettings | None = None,
+    port: int = API_PORT,
+    celery: CelerySettings | None = None,
     workers: int = 2,
 ) -> int:
     """Bring up api-server, scheduler and dag-processor (plus Celery workers) against the demo's store until Ctrl-C.
@@ -139,7 +144,7 @@ def run_ui(
     }
     home = workdir / ("airflow" if celery is None else "airflow-celery")
     names = tuple(f"worker-{n}" for n in range(1, workers + 1))
-    airflow = airflow_local.LocalAirflow(home, port, extra, celery=celery, workers=names)
+    airflow = LocalAirflow(home, port, extra, celery=celery, workers=names)
     signal.signal(signal.SIGTERM, _interrupt)  # stop the components on `kill` too, not only on Ctrl-C
     try:
         airflow.start()
@@ -148,7 +153,7 @@ def run_ui(
             time.sleep(1)
         _say(f"an Airflow process exited: {airflow.procs.dead()}; see {airflow.log_dir}")
         return 1
-    except (RuntimeError, TimeoutError) as exc:
+    except (LocalAirflowError, TimeoutError) as exc:
         _say(f"Airflow did not come up: {exc}; see {airflow.log_dir}")
         return 1
     except KeyboardInterrupt:

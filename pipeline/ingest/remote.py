@@ -25,8 +25,10 @@ import urllib3.exceptions
 from botocore import exceptions as boto_exc
 
 from pipeline.config import StoreConfig, source_store_config
-from pipeline.errors import BadDataError, SourceNotFoundError, StoreUnavailableError
-from pipeline.store.storage import make_client, parse_store_uri
+from pipeline.errors import BadDataError, SourceNotFoundError, SourceUnavailableError
+from pipeline.store import retry
+from pipeline.store.client import make_client
+from pipeline.store.storage import parse_store_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -37,10 +39,6 @@ CHUNK = 1 << 20
 RETRY_ATTEMPTS = 8  # consecutive failures without progress before giving up
 BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 10.0
-
-
-class SourceUnavailableError(StoreUnavailableError):
-    """A source server could not be reached or kept failing; a retry later may help."""
 
 
 class _Transient(Exception):
@@ -96,13 +94,18 @@ def is_http(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
+def source_backoff() -> retry.Backoff:
+    """Back-off of source reads: ``BACKOFF_FIRST_S`` doubling to ``BACKOFF_CAP_S``, ``RETRY_ATTEMPTS`` in a row."""
+    return retry.Backoff(BACKOFF_FIRST_S, BACKOFF_CAP_S, attempts=RETRY_ATTEMPTS)
+
+
 def resume(what: str, end: int, position: Callable[[], int], attempt: Callable[[int], None]) -> None:
     """Call ``attempt(offset)`` until ``position()`` reaches ``end``, backing off after transient errors.
 
     An attempt writes what arrives (so ``position()`` grows) and may fail part-way; the next attempt asks
     for the rest only. The failure counter resets whenever an attempt made progress.
     """
-    failures = 0
+    failures = retry.Attempts(source_backoff())
     while position() < end:
         before = position()
         try:
@@ -110,13 +113,14 @@ def resume(what: str, end: int, position: Callable[[], int], attempt: Callable[[
             if position() == before:
                 raise _Transient("empty response")
         except _TRANSIENT as exc:
-            failures = 1 if position() > before else failures + 1
-            if failures >= RETRY_ATTEMPTS:
+            if position() > before:
+                failures.progressed()
+            delay = failures.failed()
+            if delay is None:
                 raise SourceUnavailableError(
-                    f"{what}: {failures} attempts in a row failed at byte {position()} ({exc}); "
+                    f"{what}: {failures.failures} attempts in a row failed at byte {position()} ({exc}); "
                     "check the server or network and rerun (finished work is kept)"
                 ) from exc
-            delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
             log.warning("%s: %s at byte %s; retrying in %.1f s", what, exc, position(), delay)
             time.sleep(delay)
 

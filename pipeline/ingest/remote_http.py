@@ -11,7 +11,6 @@ import functools
 import logging
 import re
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -19,18 +18,24 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import requests
 
-from pipeline.errors import BadDataError, LocalDiskError, SourceNotFoundError, local_disk_error
+from pipeline.errors import (
+    BadDataError,
+    LocalDiskError,
+    SourceNotFoundError,
+    SourceUnavailableError,
+    local_disk_error,
+)
 from pipeline.ingest import remote
 from pipeline.ingest.remote import (
     _TRANSIENT,
     CHUNK,
     LocalRanges,
     RemoteInfo,
-    SourceUnavailableError,
     _Transient,
     fill,
     resume,
 )
+from pipeline.store import retry
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +68,17 @@ def _check_status(url: str, status: int) -> None:
 
 
 def _retrying_request(what: str, request: Callable[[], requests.Response]) -> requests.Response:
-    failures = 0
-    while True:
-        try:
-            response = request()
-            if response.status_code == 429 or response.status_code >= 500:
-                response.close()
-                raise _Transient(f"HTTP {response.status_code}")
-            return response
-        except _TRANSIENT as exc:
-            failures += 1
-            if failures >= remote.RETRY_ATTEMPTS:
-                raise SourceUnavailableError(f"{what}: unreachable after {failures} attempts ({exc})") from exc
-            time.sleep(min(remote.BACKOFF_CAP_S, remote.BACKOFF_FIRST_S * 2 ** (failures - 1)))
+    def attempt() -> requests.Response:
+        response = request()
+        if response.status_code == 429 or response.status_code >= 500:
+            response.close()
+            raise _Transient(f"HTTP {response.status_code}")
+        return response
+
+    def give_up(exc: Exception, failed: retry.Attempts) -> SourceUnavailableError:
+        return SourceUnavailableError(f"{what}: unreachable after {failed.failures} attempts ({exc})")
+
+    return retry.call(attempt, remote.source_backoff(), lambda exc: isinstance(exc, _TRANSIENT), give_up)
 
 
 def http_head(url: str) -> RemoteInfo | None:

@@ -1,4 +1,4 @@
-"""Find the dataset's files in a source location and open them as streams.
+"""Find the dataset's files in a source location (reading them: :mod:`pipeline.ingest.files`).
 
 A source is where NIH's files are kept as downloaded, one of:
 
@@ -13,40 +13,25 @@ Recognised, at the top level of the source: the image archives ``images_001.zip`
 ``Data_Entry_2017_v2020.csv`` (preferred) or ``Data_Entry_2017.csv`` (or Kaggle's ``sample_labels.csv``);
 optionally ``BBox_List_2017.csv``, ``train_val_list.txt``, ``test_list.txt`` and an md5 list (a file
 whose name contains ``md5`` or ``checksum``, in ``md5sum`` or BSD format), which is used when the run
-names none. Every file carries a cheap fingerprint that tells an unchanged file without reading it:
+names none.
 
-- a local file: size, mtime, ctime, inode and device (a file replaced by one of equal size, even with its
-  mtime set back, has a new ctime, and usually a new inode);
-- an unpacked shard folder: the same for every file in it, hashed in path order;
-- an S3 object: its ETag and size (the endpoint and key are part of :func:`content_identity`);
-- an HTTP file: its strong ETag and Content-Length, else its Last-Modified (or weak ETag) and
-  Content-Length. That is weaker: a server that sends only Last-Modified, to the second, cannot tell a
-  replacement of equal length made within the same second (or with the mtime set back); such a file is
-  taken as unchanged. A server that sends neither gives no fingerprint: its archives are read every run.
-
-:func:`content_identity` turns location and fingerprint into the key under which extraction remembers
-which archive (by SHA-256) it found there; a fingerprint never stands in for content on its own.
+Each file found is a :class:`~pipeline.ingest.files.FileRef` with a cheap fingerprint (:mod:`pipeline.ingest.files`
+says what it covers for each kind of source); :func:`discover` attaches the md5 of the checksum list to each, and
+refuses a metadata file over its size limit before anything is read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from pipeline import nih
-from pipeline.config import source_store_config
-from pipeline.curate.metadata import check_size
 from pipeline.errors import BadDataError, SourceNotFoundError
 from pipeline.ingest import remote, remote_http
-from pipeline.ingest.archives import archive_kind
-from pipeline.ingest.rangefile import Digests, RangeFile
+from pipeline.ingest.files import FileRef, check_size, folder_ref, local_ref, read_file, remote_ref
 
 log = logging.getLogger(__name__)
 
@@ -69,33 +54,7 @@ KNOWN_NAMES = (
 _SHARD_FOLDER = re.compile(r"^images_[0-9]{2,3}\Z", re.ASCII)
 _MD5_LINE = re.compile(r"^(?P<md5>[0-9a-fA-F]{32})\s+\*?(?P<name>.+?)\s*$")
 _BSD_LINE = re.compile(r"^MD5\s*\((?P<name>.+)\)\s*=\s*(?P<md5>[0-9a-fA-F]{32})\s*$")
-#: Fingerprint kind of a remote file that carries no validator: never taken as unchanged.
-NO_FINGERPRINT = "none"
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """One source file: its name, where it is, and a cheap fingerprint.
-
-    ``validator`` pins remote reads to this version of the file (S3/HTTP ETag or Last-Modified);
-    ``md5`` is the expected MD5 from a checksum list, when one lists the file.
-    """
-
-    name: str
-    location: str
-    size: int
-    fingerprint: str
-    validator: str = ""
-    md5: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict (for XCom and manifests)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FileRef:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(**data)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 @dataclass(frozen=True)
@@ -128,74 +87,26 @@ def is_shard_name(name: str) -> bool:
     return shard_number(name) is not None or name == SAMPLE_ARCHIVE
 
 
-def is_folder(ref: FileRef) -> bool:
-    """True for a shard that is a local folder of loose files rather than an archive."""
-    return ref.fingerprint.startswith("folder:")
+def shard_stem(name: str) -> str:
+    """``images_001.zip`` -> ``images_001`` (an archive name without its extension; other names unchanged)."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def archive_kind(name: str) -> str | None:
+    """``zip`` or ``tar`` from an archive's name, None for other names."""
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        return "tar"
+    return None
 
 
 def _shard_order(ref: FileRef) -> tuple[int, str]:
     number = shard_number(ref.name)
     return (number if number is not None else 99, ref.name)
-
-
-def _remote_fingerprint(info: remote.RemoteInfo) -> str:
-    """``<kind>:<validator>:<size>``; the kind says how far the validator can be trusted (module doc)."""
-    tag = info.validator
-    if remote.is_s3(info.location):
-        kind = "s3-etag"
-    elif tag.startswith('"'):
-        kind = "http-etag"
-    elif tag:
-        kind = "http-weak"  # Last-Modified, or a weak (W/) ETag
-    else:
-        kind = NO_FINGERPRINT
-    return f"{kind}:{tag}:{info.size}"
-
-
-def _remote_ref(info: remote.RemoteInfo) -> FileRef:
-    return FileRef(info.name, info.location, info.size, _remote_fingerprint(info), info.validator)
-
-
-def _stat_fingerprint(stat: os.stat_result) -> str:
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}:{stat.st_dev}"
-
-
-def _local_ref(path: Path) -> FileRef:
-    stat = path.stat()
-    return FileRef(path.name, str(path.resolve()), stat.st_size, f"file:{_stat_fingerprint(stat)}")
-
-
-def refreshed(ref: FileRef) -> FileRef:
-    """A local file or folder as it is now (fingerprint and size taken again); a remote one unchanged.
-
-    Raises:
-        SourceNotFoundError: the local file or folder is gone.
-    """
-    if remote.is_s3(ref.location) or remote.is_http(ref.location):
-        return ref
-    path = Path(ref.location)
-    try:
-        fresh = _folder_ref(path) if is_folder(ref) else _local_ref(path)
-    except FileNotFoundError as exc:
-        raise SourceNotFoundError(f"{ref.location} disappeared from the source while this run used it") from exc
-    return replace(ref, size=fresh.size, fingerprint=fresh.fingerprint)
-
-
-def is_local(ref: FileRef) -> bool:
-    """True for a file or folder on a local disk."""
-    return not (remote.is_s3(ref.location) or remote.is_http(ref.location))
-
-
-def content_identity(ref: FileRef) -> str | None:
-    """SHA-256 of where a source file is and its fingerprint (with an S3 source's endpoint); None when the
-    source gives no fingerprint (an HTTP server with neither ETag nor Last-Modified)."""
-    if ref.fingerprint.startswith(NO_FINGERPRINT + ":"):
-        return None
-    endpoint = ""
-    if remote.is_s3(ref.location):
-        endpoint = source_store_config(ref.location).endpoint_url or "aws"
-    material = {"location": ref.location, "endpoint": endpoint, "fingerprint": ref.fingerprint}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def _resolved(source: str) -> str:
@@ -213,25 +124,9 @@ def _list_local(source: str) -> dict[str, FileRef]:
     root = Path(source)
     if not root.is_dir():
         raise SourceNotFoundError(f"source directory {source} does not exist")
-    files = {p.name: _local_ref(p) for p in root.iterdir() if p.is_file() and not p.name.startswith(".")}
-    folders = {p.name: _folder_ref(p) for p in root.iterdir() if p.is_dir() and _SHARD_FOLDER.match(p.name)}
+    files = {p.name: local_ref(p) for p in root.iterdir() if p.is_file() and not p.name.startswith(".")}
+    folders = {p.name: folder_ref(p) for p in root.iterdir() if p.is_dir() and _SHARD_FOLDER.match(p.name)}
     return {**folders, **files}
-
-
-def _folder_ref(path: Path) -> FileRef:
-    """An unpacked shard folder; its fingerprint changes when an entry is added, removed, replaced or touched."""
-    count = total = 0
-    digest = hashlib.sha256()
-    for folder, dirs, names in os.walk(path):
-        dirs.sort()
-        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-        for name in sorted([*names, *links]):
-            full = os.path.join(folder, name)
-            stat = os.lstat(full)
-            count, total = count + 1, total + stat.st_size
-            rel = os.path.relpath(full, path)
-            digest.update(f"{rel}\0{stat.st_mode}:{_stat_fingerprint(stat)}\n".encode())
-    return FileRef(path.name, str(path.resolve()), total, f"folder:{count}:{total}:{digest.hexdigest()}")
 
 
 def _list_http(source: str) -> dict[str, FileRef]:
@@ -240,13 +135,13 @@ def _list_http(source: str) -> dict[str, FileRef]:
     names = linked or list(KNOWN_NAMES)
     with ThreadPoolExecutor(8, thread_name_prefix="probe") as pool:
         found = pool.map(remote_http.http_head, [base + name for name in names])
-        return {ref.name: ref for ref in (_remote_ref(info) for info in found if info is not None)}
+        return {ref.name: ref for ref in (remote_ref(info) for info in found if info is not None)}
 
 
 def list_source(source: str) -> dict[str, FileRef]:
     """Every file at the top level of a source, by name."""
     if remote.is_s3(source):
-        return {info.name: _remote_ref(info) for info in remote.s3_list(source)}
+        return {info.name: remote_ref(info) for info in remote.s3_list(source)}
     if remote.is_http(source):
         return _list_http(source)
     return _list_local(source)
@@ -255,7 +150,7 @@ def list_source(source: str) -> dict[str, FileRef]:
 def _find_shards(files: dict[str, FileRef], where: str, only: tuple[str, ...] | None) -> tuple[FileRef, ...]:
     found = sorted((ref for name, ref in files.items() if is_shard_name(name)), key=_shard_order)
     if only is not None:
-        keys = {ref.name: {ref.name, _stem(ref.name), str(shard_number(ref.name) or "")} for ref in found}
+        keys = {ref.name: {ref.name, shard_stem(ref.name), str(shard_number(ref.name) or "")} for ref in found}
         wanted = {str(int(s)) if str(s).isascii() and str(s).isdigit() else str(s) for s in only}
         found = [ref for ref in found if keys[ref.name] & wanted]
         missing = wanted - set().union(*keys.values())
@@ -269,13 +164,6 @@ def _find_shards(files: dict[str, FileRef], where: str, only: tuple[str, ...] | 
             f"images_00N/) in {where}; they hold the same images: keep one, or pick archives with --shards"
         )
     return tuple(found)
-
-
-def _stem(name: str) -> str:
-    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _data_entry(files: dict[str, FileRef], where: str, prefer: str | None) -> FileRef:
@@ -319,11 +207,11 @@ def _ref_at(location: str) -> FileRef:
         info = remote.s3_head(location) if remote.is_s3(location) else remote_http.http_head(location)
         if info is None:
             raise SourceNotFoundError(f"checksum list {location} not found")
-        return _remote_ref(info)
+        return remote_ref(info)
     path = Path(location)
     if not path.is_file():
         raise SourceNotFoundError(f"checksum list {location} not found")
-    return _local_ref(path)
+    return local_ref(path)
 
 
 def _checksums(files: dict[str, FileRef], where: str, given: str | None) -> tuple[FileRef | None, dict[str, str]]:
@@ -392,50 +280,3 @@ def discover(
             check_size(ref.location, ref.size, kind)
     log.info("source %s: %d archives, metadata %s", where, len(found), listing.data_entry.name)
     return listing
-
-
-def open_file(ref: FileRef, *, md5: bool = False, prefetch: bool = True) -> RangeFile:
-    """Open a source file as a seekable stream that hashes what it reads (see :class:`RangeFile`)."""
-    return RangeFile(open_ranges(ref.location, ref.size, ref.validator), md5=md5, prefetch=prefetch)
-
-
-def open_ranges(location: str, size: int, validator: str) -> remote.RangeSource:
-    """A :class:`~pipeline.ingest.remote.RangeSource` for a local path, an ``s3://`` URI or an ``http(s)://`` URL."""
-    if remote.is_s3(location):
-        return remote.S3Ranges(location, size, validator)
-    if remote.is_http(location):
-        if remote_http.supports_ranges(location):
-            return remote_http.HttpRanges(location, size, validator)
-        return remote_http.spool_http(remote.RemoteInfo(location.rsplit("/", 1)[-1], location, size, validator))
-    return remote.LocalRanges(location)
-
-
-def read_file(ref: FileRef, kind: str | None = None) -> bytes:
-    """Read a (small) source file whole; with ``kind`` (a key of ``metadata.MAX_FILE_BYTES``) one over its kind's
-    size limit is refused before it is read (:func:`pipeline.curate.metadata.check_size`)."""
-    if kind is not None:
-        check_size(ref.location, ref.size, kind)
-    with open_file(ref, prefetch=False) as fh:
-        data = fh.read(ref.size + 1)  # a file grown since it was listed is refused below, not read whole
-    if len(data) != ref.size:
-        raise BadDataError(f"{ref.location}: read {len(data)} bytes, expected {ref.size}; it changed? rerun")
-    return data
-
-
-def hash_file(ref: FileRef) -> Digests:
-    """SHA-256 and MD5 of a source file, read once; a checksum-list mismatch is an error."""
-    with open_file(ref, md5=True) as fh:
-        while fh.read(remote.CHUNK * 8):
-            pass
-        digests = fh.digests()
-    verify_md5(ref, digests.md5)
-    return digests
-
-
-def verify_md5(ref: FileRef, actual: str | None) -> None:
-    """Raise when the file's MD5 differs from the one its checksum list gives."""
-    if ref.md5 is not None and actual is not None and actual != ref.md5:
-        raise BadDataError(
-            f"{ref.name} ({ref.location}): md5 {actual} does not match {ref.md5} from the checksum list; "
-            "the file is damaged or incomplete: re-download it"
-        )

@@ -28,8 +28,9 @@ from typing import Any
 import pandas as pd
 
 from pipeline import nih
+from pipeline.plan.kinds import accounting_text
 from pipeline.store.storage import Store
-from pipeline.store.workspace import get_frame, put_json
+from pipeline.store.tables import get_frame, put_json
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,6 @@ SUBSET_KINDS: dict[str, str] = {
     "bboxes": "boxes",
     "train_val_entries": "split_list_names",
     "test_entries": "split_list_names",
-}
-#: Kind -> (singular, plural), in the order the summary names them.
-KIND_WORDS: dict[str, tuple[str, str]] = {
-    "images": ("image", "images"),
-    "box_rows": ("box row", "box rows"),
-    "split_list_rows": ("split-list row", "split-list rows"),
-    "split_list_names": ("split-list name", "split-list names"),
-    "boxes": ("box", "boxes"),
-    "data_entry_rows": ("Data_Entry row", "Data_Entry rows"),
 }
 LIST_FILES: dict[str, str] = {"train_val": nih.TRAIN_VAL_LIST, "test": nih.TEST_LIST}
 MAX_REPORT_EXAMPLES = 20
@@ -169,26 +161,6 @@ def accounting_summary(quarantine_reasons: Mapping[str, int], subset: Mapping[st
     for code, count in subset.items():
         absent[SUBSET_KINDS.get(code, "data_entry_rows")] += int(count)
     return {"quarantined_by_kind": lost, "not_in_source": absent}
-
-
-def kinds_text(counts: Mapping[str, int]) -> str:
-    """``2 images, 1 box row`` (``KIND_WORDS`` order, zeros left out), or ``none``."""
-    parts = [f"{n:,} {KIND_WORDS[k][n != 1]}" for k in KIND_WORDS if (n := int(counts.get(k, 0)))]
-    return ", ".join(parts) or "none"
-
-
-def accounting_lines(summary: Mapping[str, Any]) -> list[str]:
-    """``quarantined: 2 images, 1 box row`` and ``not in this source (subset): 94,143 split-list names, ...``
-    from :func:`accounting_summary`'s keys (as a run's summary and a manifest hold them)."""
-    return [
-        f"quarantined: {kinds_text(summary.get('quarantined_by_kind', {}))}",
-        f"not in this source (subset): {kinds_text(summary.get('not_in_source', {}))}",
-    ]
-
-
-def accounting_text(summary: Mapping[str, Any]) -> str:
-    """:func:`accounting_lines` on one line, ``; ``-joined."""
-    return "; ".join(accounting_lines(summary))
 
 
 def load_rejected(store: Store, prefix: str) -> pd.DataFrame | None:

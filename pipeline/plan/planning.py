@@ -22,13 +22,15 @@ import pandas as pd
 import pipeline
 from pipeline import nih
 from pipeline.config import RunConfig
-from pipeline.curate import validate
-from pipeline.ingest import extract
-from pipeline.plan import split, stats
-from pipeline.plan.crosscheck import Curated, attach_bboxes, load_rejected, reconcile, write_report
-from pipeline.publish import versions as publish
+from pipeline.curate.outcomes import ValidationReport, raise_if_blocking
+from pipeline.ingest.rawzone import archive_prefix
+from pipeline.ingest.sources import shard_stem
+from pipeline.plan import split, stats, versions
+from pipeline.plan.crosscheck import CrossCheck, Curated, attach_bboxes, load_rejected, reconcile, write_report
+from pipeline.store import layout
+from pipeline.store.layout import run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import get_frame, get_json, parquet_table, put_frame, put_json, run_prefix
+from pipeline.store.tables import get_frame, get_json, parquet_table, put_frame, put_json
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +80,12 @@ def load_raw_images(store: Store, archives: Mapping[str, str]) -> pd.DataFrame:
     """Concatenate the raw manifests of exactly these archives (``{archive name: sha256}``, as a run's shard
     results and ``Plan.sources["archives_sha256"]`` give them), in shard order.
 
-    Each manifest is the one of that archive's content (:func:`pipeline.ingest.extract.archive_prefix`), so no
+    Each manifest is the one of that archive's content (:func:`pipeline.ingest.rawzone.archive_prefix`), so no
     other archive's rows (another source's, an older version's) can enter the plan.
     """
     frames = []
-    for name in sorted(archives, key=lambda n: (extract.shard_stem(n), n)):
-        rel = f"{extract.archive_prefix(name, archives[name])}/manifest.parquet"
+    for name in sorted(archives, key=lambda n: (shard_stem(n), n)):
+        rel = layout.archive_manifest_key(archive_prefix(name, archives[name]))
         frame = parquet_table(store.get_bytes(rel)).to_pandas()
         frames.append(frame.assign(shard=name))  # the name this run found the content under
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_index", "status"])
@@ -143,41 +145,74 @@ def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_ha
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def plan_release(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Plan:
-    """Build the run's plan from the raw zone and the curated metadata; choose the release version."""
+@dataclass(frozen=True)
+class Draft:
+    """A release planned but not yet given a version: what the real plan and the dry run both start from."""
+
+    frame: pd.DataFrame
+    checked: CrossCheck
+    units: list[Unit]
+    split_mode: str
+    fingerprint: str
+    archives: dict[str, str]
+    checks: ValidationReport
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Images per split."""
+        return {s: int((self.frame["split"] == s).sum()) for s in split.SPLITS}
+
+
+def draft(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Draft:
+    """Join the raw zone with the curated metadata, assign splits, cut units, fingerprint and check it; write nothing.
+
+    Reads the run's curated files (``runs/<run>/data_entry.parquet``, ``bboxes.parquet``, ``split_lists.json``,
+    the rows quarantined at curation) and the raw manifests of exactly this run's archives.
+    """
     prefix = run_prefix(cfg.run_id)
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
     lists: dict[str, list[str]] = get_json(store, f"{prefix}/split_lists.json")
-    shard_hashes = shard_archives(shard_results)
-    raw = load_raw_images(store, shard_hashes)
+    archives = shard_archives(shard_results)
+    raw = load_raw_images(store, archives)
     boxes = get_frame(store, f"{prefix}/bboxes.parquet")
     rejected = load_rejected(store, prefix)  # auxiliary-file rows quarantined at curation
     curated_files = Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file"), rejected)
     checked = reconcile(raw, curated_files)
-    write_report(store, prefix, checked)
-    frame, quarantine = attach_bboxes(checked.frame, boxes), checked.quarantine
-    frame, mode = assign(frame, cfg, lists)
+    frame, mode = assign(attach_bboxes(checked.frame, boxes), cfg, lists)
     frame, units = cut_units(frame, cfg.shard_target_bytes)
-    fp = fingerprint(cfg, mode, shard_hashes, curated["file_sha256"])
-    version, unchanged = publish.claim_version(store, cfg, fp)
-    checks = stats.check_release_metadata(frame)
-    put_json(store, f"{prefix}/validation/release_checks.json", checks.to_json())
-    put_json(store, f"{prefix}/validation/statistics.json", stats.split_statistics(frame))
-    validate.raise_if_blocking(checks)
-    put_frame(store, f"{prefix}/plan.parquet", frame)
-    put_frame(store, f"{prefix}/quarantine.parquet", quarantine)
-    counts = {s: int((frame["split"] == s).sum()) for s in split.SPLITS}
-    todo = [] if unchanged else [asdict(u) for u in units]
-    sources = {"archives_sha256": shard_hashes, "files_sha256": dict(curated["file_sha256"])}
-    reasons, subset = checked.quarantine_reasons(), checked.subset_counts()
-    plan = Plan(cfg.run_id, version, fp, unchanged, mode, todo, counts, len(quarantine), sources, reasons, subset)
-    put_json(store, f"{prefix}/plan.json", plan.to_dict())
+    fp = fingerprint(cfg, mode, archives, curated["file_sha256"])
+    return Draft(frame, checked, units, mode, fp, archives, stats.check_release_metadata(frame))
+
+
+def build_plan(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Plan:
+    """Build the run's plan from the raw zone and the curated metadata, claim its release version, and keep it in
+    the run's workspace (``plan.json``, ``plan.parquet``, ``quarantine.parquet``, the cross-check report and the
+    release checks); blocking check failures fail the run after the checks are written."""
+    prefix = run_prefix(cfg.run_id)
+    made = draft(store, cfg, shard_results, curated)
+    write_report(store, prefix, made.checked)
+    version, unchanged = versions.choose_version(store, cfg, made.fingerprint, claim=True)
+    put_json(store, f"{prefix}/validation/release_checks.json", made.checks.to_json())
+    put_json(store, f"{prefix}/validation/statistics.json", stats.split_statistics(made.frame))
+    raise_if_blocking(made.checks)
+    quarantine = made.checked.quarantine
+    put_frame(store, layout.plan_table_key(cfg.run_id), made.frame)
+    put_frame(store, layout.quarantine_key(cfg.run_id), quarantine)
+    counts = made.counts
+    todo = [] if unchanged else [asdict(u) for u in made.units]
+    sources = {"archives_sha256": made.archives, "files_sha256": dict(curated["file_sha256"])}
+    reasons, subset = made.checked.quarantine_reasons(), made.checked.subset_counts()
+    plan = Plan(
+        cfg.run_id, version, made.fingerprint, unchanged, made.split_mode, todo, counts, len(quarantine), sources,
+        reasons, subset,
+    )  # fmt: skip
+    put_json(store, layout.plan_key(cfg.run_id), plan.to_dict())
     log.info(
         "plan: release %s (%s), %s, %d quarantined, %d units",
         version,
         "unchanged" if unchanged else "new",
         counts,
         len(quarantine),
-        len(units),
+        len(made.units),
     )
     return plan

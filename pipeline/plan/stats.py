@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from pipeline import nih
-from pipeline.curate import validate
+from pipeline.curate.outcomes import ValidationReport
+from pipeline.curate.suites import run_suite
 from pipeline.plan.split import SPLITS
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def split_statistics(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     }
 
 
-def check_release_metadata(frame: pd.DataFrame) -> validate.ValidationReport:
+def check_release_metadata(frame: pd.DataFrame) -> ValidationReport:
     """Run the ``release_metadata`` suite (no patient in two splits, unique images) on the assigned rows."""
     derived = pd.DataFrame(
         {
@@ -63,6 +64,6 @@ def check_release_metadata(frame: pd.DataFrame) -> validate.ValidationReport:
             "patient_split_count": frame.groupby("patient_id")["split"].transform("nunique").to_numpy(),
         }
     )
-    report = validate.ValidationReport(outcomes=validate.run_suite("release_metadata", derived), variants={})
+    report = ValidationReport(outcomes=run_suite("release_metadata", derived), variants={})
     log.info("release metadata checks: %s", "ok" if report.ok else "FAILED")
     return report

@@ -21,10 +21,12 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
+from pipeline.errors import AccountingError
 from pipeline.plan.planning import Plan, load_raw_images
+from pipeline.store import layout
+from pipeline.store.layout import run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import get_frame, run_prefix
+from pipeline.store.tables import get_frame
 
 #: Quarantine reason codes that stand for an input image (the others are boxes and split-list entries).
 IMAGE_CODES = (
@@ -33,12 +35,8 @@ IMAGE_CODES = (
     "duplicate_image",
     "image_without_row",
     "image_in_no_split_list",
-    "undecodable_image",  # found at conversion (pipeline.convert.units.UNDECODABLE)
+    "undecodable_image",  # found at conversion (pipeline.convert.pool.UNDECODABLE)
 )
-
-
-class AccountingError(PipelineError):
-    """Inputs and outputs of a run do not add up; nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def check(
     prefix = run_prefix(plan.run_id)
     raw = load_raw_images(store, plan.sources.get("archives_sha256", {}))  # exactly the archives the plan used
     if quarantine is None:
-        quarantine = get_frame(store, f"{prefix}/quarantine.parquet")
+        quarantine = get_frame(store, layout.quarantine_key(plan.run_id))
     entry = get_frame(store, f"{prefix}/data_entry.parquet")
     published = Counter(str(name) for name in meta["image_index"])
     repeated = sorted(name for name, n in published.items() if n > 1)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import nih
-from pipeline.plan.crosscheck import kinds_text
+from pipeline.plan.kinds import kinds_text
 from pipeline.plan.split import SPLITS
 from pipeline.publish import card_plots
 from pipeline.publish.diff import ReleaseDiff

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from pipeline import nih
-from pipeline.convert.units import FINDING_COLUMNS
+from pipeline.convert.schema import FINDING_COLUMNS
 from pipeline.plan.split import SPLITS
 from pipeline.publish.card import CITATION
 

@@ -15,10 +15,12 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import nih
-from pipeline.errors import PipelineError
-from pipeline.publish import versions as publish
+from pipeline.errors import ReleaseNotFoundError
+from pipeline.publish.listing import resolve_version
+from pipeline.publish.manifest import read_manifest
+from pipeline.store.layout import release_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import parquet_table, release_prefix
+from pipeline.store.tables import parquet_table
 
 SPLIT_SETTINGS = ("split_mode", "seed", "val_fraction", "test_fraction")
 SPLIT_LIST_FILES = (nih.TRAIN_VAL_LIST, nih.TEST_LIST)
@@ -134,10 +136,10 @@ def read_metadata(store: Store, version: str) -> pa.Table:
 
 
 def _published(store: Store, version: str) -> tuple[str, dict[str, Any]]:
-    resolved = publish.resolve_version(store, version)
-    manifest = publish.read_manifest(store, resolved)
+    resolved = resolve_version(store, version)
+    manifest = read_manifest(store, resolved)
     if manifest is None:
-        raise PipelineError(f"release {resolved} is not published in {store.uri('releases/')}")
+        raise ReleaseNotFoundError(f"release {resolved} is not published in {store.uri('releases/')}")
     return resolved, manifest
 
 

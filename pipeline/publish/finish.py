@@ -1,8 +1,9 @@
-"""Finish a release: the files beside the data, the card, verification, the manifest, and the pointer.
+"""The publish stage's entry point: :func:`finish` turns a run's converted units into a published release.
 
-Called once all conversion units of a run are done. Images that conversion found undecodable (listed in the
-unit results) join the plan's quarantine here, with the boxes of those images, and leave the counts, so the
-release, its card, its manifest and its accounting all tell the same story. Writes ``metadata.parquet`` (no pixels),
+The ``publish_release`` task calls :func:`finish` once all conversion units of a run are done. Images that
+conversion found undecodable (listed in the unit results) join the plan's quarantine here, with the boxes of
+those images, and leave the counts, so the release, its card, its manifest and its accounting all tell the
+same story. Writes ``metadata.parquet`` (no pixels),
 ``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
 ``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
 last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
@@ -24,17 +25,23 @@ import pyarrow as pa
 import pipeline
 from pipeline import faults, nih
 from pipeline.config import RunConfig
-from pipeline.convert.units import CONVERT_QUARANTINE_REASONS, UNDECODABLE, metadata_schema, release_schema, to_record
-from pipeline.errors import PipelineError
+from pipeline.convert.pool import CONVERT_QUARANTINE_REASONS, UNDECODABLE
+from pipeline.convert.schema import metadata_schema, release_schema, to_record
+from pipeline.errors import PipelineError, VerifyError
 from pipeline.plan.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, accounting_summary
 from pipeline.plan.planning import Plan, Unit
 from pipeline.plan.split import SPLITS
 from pipeline.plan.stats import split_statistics
 from pipeline.publish import accounting, card, croissant, diff
-from pipeline.publish import versions as publish
 from pipeline.publish.card import CardFacts
+from pipeline.publish.latest import move_latest, read_latest
+from pipeline.publish.listing import parent_of
+from pipeline.publish.manifest import manifest_key, read_manifest, write_manifest
+from pipeline.publish.verify import verify_files
+from pipeline.store import layout
+from pipeline.store.layout import release_prefix, run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import get_frame, get_json, records, release_prefix, run_prefix, table_bytes
+from pipeline.store.tables import get_frame, get_json, records, table_bytes
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +49,9 @@ CONTENT_TYPES = {"md": "text/markdown; charset=utf-8", "png": "image/png", "json
 
 
 def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
-    prefix = run_prefix(plan.run_id)
     results = []
     for unit in (Unit(**u) for u in plan.units):
-        key = f"{prefix}/units/{unit.name}.json"
+        key = layout.unit_key(plan.run_id, unit.name)
         if not store.exists(key):
             raise PipelineError(f"unit {unit.name} of run {plan.run_id} has not been converted; re-run convert")
         results.append(get_json(store, key))
@@ -86,7 +92,7 @@ def merge_convert_quarantine(store: Store, plan: Plan, results: list[dict[str, A
     ``undecodable_image`` included, is a key) and the whole quarantine. Computed from the unit results each time,
     so a rerun of this stage after a crash merges nothing twice.
     """
-    planned = get_frame(store, f"{run_prefix(plan.run_id)}/quarantine.parquet")
+    planned = get_frame(store, layout.quarantine_key(plan.run_id))
     images = [row for result in results for row in result.get("quarantine", [])]
     per_split = Counter(str(result["split"]) for result in results for _ in result.get("quarantine", []))
     boxes = _box_rows(store, plan, {str(row["image_index"]) for row in images})
@@ -127,7 +133,7 @@ def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict
 
 def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> pa.Table:
     """The release's rows without pixels, sorted by split then image index."""
-    frame = get_frame(store, f"{run_prefix(plan.run_id)}/plan.parquet").drop(columns=["sha256"])
+    frame = get_frame(store, layout.plan_table_key(plan.run_id)).drop(columns=["sha256"])
     digests = pd.DataFrame([d for r in results for d in r["digests"]])
     frame = frame.merge(digests, on="image_index", how="inner")
     rows = [to_record(row, row["sha256"], bool(row["converted"])) for row in records(frame)]
@@ -185,15 +191,15 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
 
 def _point_latest_if_behind(store: Store, plan: Plan) -> None:
     """Finish a run that crashed after its manifest was written but before ``latest`` moved."""
-    latest = publish.read_latest(store)
+    latest = read_latest(store)
     if latest is None or latest.get("version") != plan.version:
-        body = store.get_bytes(publish.manifest_key(plan.version))
-        publish.move_latest(store, plan.version, hashlib.sha256(body).hexdigest(), plan.fingerprint)
+        body = store.get_bytes(manifest_key(plan.version))
+        move_latest(store, plan.version, hashlib.sha256(body).hexdigest(), plan.fingerprint)
 
 
 def _drop_claim(store: Store, plan: Plan) -> None:
     """Remove this run's claim on its version (a claim of other content is never touched)."""
-    key = f"{release_prefix(plan.version)}/_claim.json"
+    key = layout.claim_key(plan.version)
     if store.exists(key) and get_json(store, key).get("fingerprint") == plan.fingerprint:
         store.delete(key)
 
@@ -214,7 +220,7 @@ def _data_side_files(
     if quarantine.added:
         body = table_bytes(pa.Table.from_pandas(quarantine.frame, preserve_index=False))
     else:
-        body = store.get_bytes(f"{prefix}/quarantine.parquet")
+        body = store.get_bytes(layout.quarantine_key(plan.run_id))
     files.append(_put_file(store, f"{release}/quarantine.parquet", body, plan.quarantined, "parquet"))
     for item in store.list(f"{prefix}/validation/"):
         name = item.key.removeprefix(f"{prefix}/validation/")
@@ -241,7 +247,7 @@ def _card_facts(
     reasons = _quarantine_reasons(quarantine)
     changes = None
     if parent is not None:
-        parent_manifest = publish.read_manifest(store, parent) or {}
+        parent_manifest = read_manifest(store, parent) or {}
         own = {"split_mode": plan.split_mode, "config": _split_config(cfg), "sources": plan.sources}
         same = diff.split_settings(parent_manifest) == diff.split_settings(own)
         new_table = pa.Table.from_pandas(meta[diff.DIFF_COLUMNS], preserve_index=False)
@@ -299,7 +305,7 @@ def _forget_units(store: Store, plan: Plan, results: list[dict[str, Any]], probl
             log.warning(
                 "unit %s of run %s failed verification: it will be converted again", result["unit"], plan.run_id
             )
-            store.delete(f"{run_prefix(plan.run_id)}/units/{result['unit']}.json")
+            store.delete(layout.unit_key(plan.run_id, result["unit"]))
 
 
 def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
@@ -324,7 +330,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     """
     summary = {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
-    existing = publish.read_manifest(store, plan.version)
+    existing = read_manifest(store, plan.version)
     if plan.unchanged or (existing and existing.get("input_fingerprint") == plan.fingerprint):
         log.info("inputs unchanged: release %s already holds them; nothing new published", plan.version)
         if existing:  # its figures, which leave out the images conversion quarantined (the plan's do not)
@@ -342,12 +348,12 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
     files, table = _data_side_files(store, plan, results, quarantine)
     meta = table.to_pandas()
-    facts = _card_facts(store, cfg, plan, meta, publish.parent_of(store, plan.version), quarantine=quarantine.frame)
+    facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
     _describe(store, plan, facts, meta, files)
-    problems = publish.verify_files(store, files, limit=len(files))
+    problems = verify_files(store, files, limit=len(files))
     if problems:
         _forget_units(store, plan, results, problems)
-        raise PipelineError(
+        raise VerifyError(
             f"release {plan.version} failed verification, nothing was published: {'; '.join(problems[:10])}; "
             f"re-run run {plan.run_id} (its damaged units will be converted again)"
         )
@@ -356,16 +362,16 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     for f in files:
         f["path"] = f["path"].removeprefix(release + "/")
     manifest = build_manifest(cfg, plan, files, {**_manifest_extra(facts), "accounting": figures.to_dict()})
-    manifest_sha, created = publish.write_manifest(store, plan.version, manifest)
+    manifest_sha, created = write_manifest(store, plan.version, manifest)
     faults.point("release.manifest_written")
-    publish.move_latest(store, plan.version, manifest_sha, plan.fingerprint)
+    move_latest(store, plan.version, manifest_sha, plan.fingerprint)
     _drop_claim(store, plan)
     store.delete_prefix(run_prefix(plan.run_id) + "/")
     if created:
         log.info("published release %s: %s", plan.version, plan.counts)
     else:
         log.info("release %s was published meanwhile by another run with the same inputs", plan.version)
-    return {**summary, "published": created, "manifest": store.uri(publish.manifest_key(plan.version))}
+    return {**summary, "published": created, "manifest": store.uri(manifest_key(plan.version))}
 
 
 def plan_units(plan: Plan) -> list[Unit]:

@@ -30,19 +30,20 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from pipeline.config import StoreConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, ReleaseNotFoundError, UsageError, VerifyError
 from pipeline.plan.split import SPLITS
-from pipeline.publish import versions as publish
+from pipeline.publish.latest import version_key
+from pipeline.publish.listing import list_versions, resolve_version
+from pipeline.publish.manifest import read_manifest
+from pipeline.store import layout
 from pipeline.store.storage import Store
-from pipeline.store.workspace import release_prefix
+
+#: The consumers' API; ``ReleaseNotFoundError`` (from :mod:`pipeline.errors`) is what ``open`` raises for a non-release.
+__all__ = ["Release", "ReleaseClient", "ReleaseNotFoundError", "load_httpfs"]
 
 log = logging.getLogger(__name__)
 
 PRESIGN_SECONDS = 6 * 3600
-
-
-class ReleaseNotFoundError(PipelineError):
-    """The version asked for is not a published release of the store."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Release:
 
     def key(self, path: str) -> str:
         """Store-relative key of a release-relative path."""
-        return f"{release_prefix(self.version)}/{path}"
+        return layout.release_key(self.version, path)
 
     def parquet_urls(self, split: str | None = None) -> list[str]:
         """``s3://`` URLs of the Parquet parts with pixels (one split, or all), for DuckDB, datasets, Spark..."""
@@ -109,7 +110,7 @@ class Release:
             return [f"pipe:{sys.executable} -m pipeline.read.client cat {self.client.store.uri(self.key(f['path']))}"
                     for f in shards]  # fmt: skip
         if how != "presigned":
-            raise ValueError(f"how={how!r}: use 'presigned' or 'pipe'")
+            raise UsageError(f"how={how!r}: use 'presigned' or 'pipe'")
         return [self.client.presign(self.key(f["path"]), expires) for f in shards]
 
     def download(self, dest: str | Path, split: str | None = None) -> list[Path]:
@@ -124,7 +125,7 @@ class Release:
         """``dest/<version>/<path>``, refusing a manifest path that would lead outside it (``..``, absolute)."""
         parts = path.split("/")
         if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
-            raise PipelineError(
+            raise VerifyError(
                 f"release {self.version}'s manifest lists {path!r}, which is not a plain relative path; nothing was "
                 f"written for it: run `cxr verify --release {self.version}` and tell the data engineers"
             )
@@ -143,7 +144,7 @@ class Release:
                 out.write(chunk)
         if digest.hexdigest() != entry["sha256"]:
             partial.unlink()
-            raise PipelineError(
+            raise VerifyError(
                 f"{self.key(entry['path'])} does not match the manifest of release {self.version}; "
                 f"run `cxr verify --release {self.version}` and tell the data engineers"
             )
@@ -165,7 +166,7 @@ def _sha256_file(path: Path) -> str:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        raise UsageError(f"split {split!r} is not one of {', '.join(SPLITS)}")
 
 
 class ReleaseClient:
@@ -196,22 +197,22 @@ class ReleaseClient:
 
     def versions(self, include_incomplete: bool = False) -> list[str]:
         """Published versions, oldest first (with ``include_incomplete``, also those without a manifest)."""
-        listing = publish.list_versions(self.store)
+        listing = list_versions(self.store)
         found = listing.published + (listing.incomplete if include_incomplete else [])
-        return sorted(found, key=publish.version_key)
+        return sorted(found, key=version_key)
 
     def resolve(self, version: str = "latest") -> str:
         """The version ``latest`` points at, or ``version`` itself."""
-        return publish.resolve_version(self.store, version)
+        return resolve_version(self.store, version)
 
     def open(self, version: str = "latest") -> Release:
         """Open a published release (``latest`` or a version name)."""
         resolved = self.resolve(version)
-        manifest = publish.read_manifest(self.store, resolved)
+        manifest = read_manifest(self.store, resolved)
         if manifest is None:
             state = (
                 "is being written (no manifest yet)"
-                if self.store.exists(f"{release_prefix(resolved)}/_claim.json")
+                if self.store.exists(layout.claim_key(resolved))
                 else "does not exist"
             )
             raise ReleaseNotFoundError(

@@ -19,6 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.config import StoreConfig
+from pipeline.errors import UsageError
+
+#: What to do about a broken extra (the connection is the ``store_conn_id`` param's, else ``$CXR_STORE_CONN_ID``'s,
+#: else ``cxr_store``).
+_FIX_EXTRA = (
+    "fix the extra of the store's Airflow connection (param store_conn_id, else $CXR_STORE_CONN_ID, else cxr_store), "
+    'e.g. {"endpoint_url": "http://HOST:PORT"}'
+)
 
 
 def _extra(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,9 +35,11 @@ def _extra(fields: Mapping[str, Any]) -> dict[str, Any]:
         try:
             raw = json.loads(raw) if raw.strip() else {}
         except json.JSONDecodeError as exc:
-            raise ValueError(f"the store connection's extra is not JSON: {exc.msg}") from None
+            raise UsageError(
+                f"the store connection's extra is not JSON ({exc.msg} at character {exc.pos}): {_FIX_EXTRA}"
+            ) from None
     if not isinstance(raw, dict):
-        raise ValueError("the store connection's extra must be a JSON object")
+        raise UsageError(f"the store connection's extra must be a JSON object, not {type(raw).__name__}: {_FIX_EXTRA}")
     return raw
 
 
@@ -49,7 +59,7 @@ def store_config(uri: str | None, fields: Mapping[str, Any] | None) -> StoreConf
             or None when there is no connection (then the environment alone applies).
 
     Raises:
-        ValueError: No store URI is known, or the connection's extra is not a JSON object.
+        UsageError: No store URI is known, or the connection's extra is not a JSON object.
     """
     base = StoreConfig.from_env(uri)
     if fields is None:

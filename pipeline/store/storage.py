@@ -8,31 +8,32 @@ uses the ``If-None-Match: *`` conditional write so two writers can never both cr
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError, PartialCredentialsError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
 from pipeline import faults
 from pipeline.config import StoreConfig, split_s3_uri, split_store_uri
-from pipeline.errors import (
-    PipelineError,
-    StoreAccessError,
-    StoreNotFoundError,
-    StoreRequestError,
-    StoreUnavailableError,
-    UsageError,
+from pipeline.errors import StoreUnavailableError
+from pipeline.store import retry
+from pipeline.store.client import make_client
+from pipeline.store.refusals import (
+    MISSING_CODES,
+    PASSTHROUGH_CODES,
+    PRECONDITION_CODES,
+    access_error,
+    client_error,
+    endpoint_text,
+    error_code,
+    is_transient,
+    missing_bucket,
+    store_error,
 )
 
 if TYPE_CHECKING:
@@ -40,28 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
-_PRECONDITION_CODES = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
-#: Error codes :meth:`Store.retrying` leaves as botocore's ``ClientError`` by default: its callers act on them
-#: (a missing object is None, a failed condition is ``ObjectExistsError``); every other refusal becomes a
-#: :class:`~pipeline.errors.StoreError` kind (see :func:`store_error`).
-PASSTHROUGH_CODES = frozenset(_MISSING_CODES | _PRECONDITION_CODES)
-_ACCESS_CODES = frozenset(
-    {
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "RequestTimeTooSkewed",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "AllAccessDisabled",
-        "AccountProblem",
-        "InvalidSecurity",
-        "403",
-    }
-)
-_CREDENTIALS = "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the store's Airflow connection)"
 #: How long (seconds) a store call keeps retrying an unreachable or failing (5xx) endpoint before giving up.
 RETRY_BUDGET_ENV = "CXR_STORE_RETRY_S"
 DEFAULT_RETRY_BUDGET_S = 120.0
@@ -74,16 +53,9 @@ def retry_budget() -> float:
     return float(os.environ.get(RETRY_BUDGET_ENV, DEFAULT_RETRY_BUDGET_S))
 
 
-def _transient(exc: BaseException | None) -> bool:
-    """Whether an error says the endpoint is down or overloaded (a retry may help), not that the request is wrong."""
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return True
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return isinstance(status, int) and status >= 500
-    if isinstance(exc, S3UploadFailedError):
-        return _transient(exc.__cause__ or exc.__context__) or " (5" in str(exc)
-    return False
+def store_backoff(budget_s: float) -> retry.Backoff:
+    """The back-off of a store call: 0.5 s doubling to 8 s, for ``budget_s`` seconds."""
+    return retry.Backoff(_FIRST_DELAY_S, _MAX_DELAY_S, budget_s=budget_s)
 
 
 @dataclass(frozen=True)
@@ -112,126 +84,6 @@ def parse_store_uri(uri: str) -> tuple[str, str]:
     return split_s3_uri(uri)
 
 
-@functools.lru_cache(maxsize=16)
-def make_client(config: StoreConfig, max_pool: int = 32) -> S3Client:
-    """Create (once per configuration and process) a boto3 S3 client with retries, timeouts and path-style
-    addressing. Clients are thread-safe; creating one costs ~0.1 s of service-model loading, so it is cached.
-    """
-    session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id,
-        aws_secret_access_key=config.secret_access_key,
-        region_name=config.region,
-    )
-    botocfg = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
-        max_pool_connections=max_pool,
-        # Every upload carries a checksum header that the store verifies (SHA-256 or a part's CRC32) and the
-        # signature covers; signing the payload too would hash every byte once more.
-        s3={"addressing_style": "path", "payload_signing_enabled": False},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    try:
-        return session.client("s3", endpoint_url=config.endpoint_url, config=botocfg)
-    except ValueError as exc:  # botocore: "Invalid endpoint: ..."
-        raise UsageError(
-            f"object store endpoint {config.endpoint_url!r} is not a valid URL ({exc}): set AWS_ENDPOINT_URL (or the "
-            "endpoint_url of the store's Airflow connection) to http(s)://HOST[:PORT]"
-        ) from exc
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def _client_error(exc: BaseException | None) -> ClientError | None:
-    """The ``ClientError`` that ``exc`` is or wraps (boto3's ``S3UploadFailedError`` hides one in its context)."""
-    seen = 0
-    while exc is not None and seen < 5:
-        if isinstance(exc, ClientError):
-            return exc
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
-
-
-def _access_error(where: str, what: str, code: str, status: object) -> StoreAccessError:
-    if code == "InvalidAccessKeyId":
-        advice = "the store does not know this access key: check AWS_ACCESS_KEY_ID (or the connection's login)"
-    elif code == "SignatureDoesNotMatch":
-        advice = (
-            "the secret key does not belong to the access key: check AWS_SECRET_ACCESS_KEY (or the password of the "
-            "store's Airflow connection)"
-        )
-    elif code == "RequestTimeTooSkewed":
-        advice = "this machine's clock differs too much from the store's: correct the clock (NTP) and rerun"
-    elif code in {"ExpiredToken", "InvalidToken", "TokenRefreshRequired"}:
-        advice = "the session token is expired or invalid: renew the credentials (AWS_SESSION_TOKEN) and rerun"
-    elif code == "AccessDenied":
-        advice = (
-            "these keys may not do this: `cxr run` needs keys that may list, read and write the store (read-only "
-            f"keys only list, show and verify releases); put the pipeline's keys in {_CREDENTIALS}"
-        )
-    else:  # a bare 403 (HEAD requests carry no error code): wrong key, wrong secret or no permission
-        advice = f"the access key, its secret or its permissions are wrong: check {_CREDENTIALS}"
-    return StoreAccessError(f"{where} refused {what} ({code or status}): {advice}")
-
-
-def missing_bucket(endpoint: str | None, bucket: str, what: str) -> StoreNotFoundError:
-    """The error for a bucket that does not exist."""
-    return StoreNotFoundError(
-        f"bucket {bucket!r} does not exist at {endpoint or 'AWS'} (while {what}): check the bucket in --store (or "
-        "$CXR_STORE); `cxr run` creates a missing bucket when it starts, so a bucket that disappears during a run "
-        "was deleted: rerun once it is back (a rerun resumes)"
-    )
-
-
-def store_error(exc: BaseException, endpoint: str | None, bucket: str, what: str) -> PipelineError | None:
-    """The error kind a failed store request maps to, with the endpoint, bucket or key and what to do;
-    None when ``exc`` is no refusal by the store (a bug, or a transient error :meth:`Store.retrying` handles).
-
-    ``AccessDenied``, ``InvalidAccessKeyId``, ``SignatureDoesNotMatch`` and other 403s are
-    :class:`StoreAccessError`; ``NoSuchBucket``, ``NoSuchKey`` and 404s :class:`StoreNotFoundError`;
-    ``InvalidBucketName`` a :class:`UsageError`; missing keys :class:`StoreAccessError`; any other 4xx
-    :class:`StoreRequestError`. None of them is retried: the same request would be refused again.
-    """
-    where = f"object store at {endpoint or 'AWS'}"
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return StoreAccessError(f"no keys for the {where} while {what} ({exc}): set {_CREDENTIALS}")
-    error = _client_error(exc)
-    if error is not None:
-        return _refusal(error, endpoint, bucket, what)
-    return StoreRequestError(f"{where} refused {what}: {exc}") if isinstance(exc, S3UploadFailedError) else None
-
-
-def _refusal(error: ClientError, endpoint: str | None, bucket: str, what: str) -> PipelineError | None:
-    where = f"object store at {endpoint or 'AWS'}"
-    code = _code(error)
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    message = str(error.response.get("Error", {}).get("Message", "")) or str(status)
-    if code in _ACCESS_CODES or status == 403:
-        return _access_error(where, what, code, status)
-    if code == "NoSuchBucket":
-        return missing_bucket(endpoint, bucket, what)
-    if code == "InvalidBucketName":
-        return UsageError(
-            f"{where} refused the bucket name {bucket!r} (InvalidBucketName) while {what}: choose a bucket named with "
-            "3-63 lowercase letters, digits, dots and hyphens"
-        )
-    if code in _MISSING_CODES or code in {"NoSuchUpload", "NoSuchVersion"} or status == 404:
-        return StoreNotFoundError(
-            f"{where} has no such object while {what} ({code or status}): it was deleted, or the step that writes "
-            "it did not finish; rerun (a rerun redoes what is missing)"
-        )
-    if isinstance(status, int) and 400 <= status < 500:
-        return StoreRequestError(
-            f"{where} refused {what} ({code or status}: {message}); the same request would be refused again: "
-            "check the store location and the store's settings"
-        )
-    return None
-
-
 class Store:
     """Objects under one bucket and prefix."""
 
@@ -257,29 +109,32 @@ class Store:
         except error codes in ``passthrough``, which stay botocore's ``ClientError`` for the caller to act on.
         """
         budget = retry_budget()
-        deadline, delay, attempts = time.monotonic() + budget, _FIRST_DELAY_S, 0
-        while True:
+
+        def attempt() -> T:
             try:
                 return fn()
             except Exception as exc:
-                if not _transient(exc):
-                    error = _client_error(exc)
-                    if error is not None and _code(error) in passthrough:
-                        raise
-                    mapped = store_error(exc, self.config.endpoint_url, self.bucket, what)
-                    if mapped is None:
-                        raise
-                    raise mapped from exc
-                attempts += 1
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailableError(
-                        f"object store at {self.config.endpoint_url or 'AWS'} unavailable while {what}: still failing "
-                        f"after {attempts} attempts over {budget:.0f}s ({exc}); check that the endpoint is up, then "
-                        f"rerun (a rerun resumes where it stopped; ${RETRY_BUDGET_ENV} sets the budget)"
-                    ) from exc
-                log.warning("object store unavailable while %s (%s); retrying in %.1fs", what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_DELAY_S)
+                if is_transient(exc):
+                    raise
+                error = client_error(exc)
+                if error is not None and error_code(error) in passthrough:
+                    raise
+                mapped = store_error(exc, self.config.endpoint_url, self.bucket, what)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
+        def give_up(exc: Exception, attempts: retry.Attempts) -> StoreUnavailableError:
+            return StoreUnavailableError(
+                f"{endpoint_text(self.config.endpoint_url)} unavailable while {what}: still failing after "
+                f"{attempts.total} attempts over {budget:.0f}s ({exc}); check that the endpoint is up, then "
+                f"rerun (a rerun resumes where it stopped; ${RETRY_BUDGET_ENV} sets the budget)"
+            )
+
+        def warn(exc: Exception, delay: float) -> None:
+            log.warning("object store unavailable while %s (%s); retrying in %.1fs", what, exc, delay)
+
+        return retry.call(attempt, store_backoff(budget), is_transient, give_up, on_retry=warn)
 
     def _call(self, what: str, fn: Any, passthrough: frozenset[str] = PASSTHROUGH_CODES, **kwargs: Any) -> Any:
         return self.retrying(what, lambda: fn(Bucket=self.bucket, **kwargs), passthrough)
@@ -301,10 +156,10 @@ class Store:
         try:
             self._call(what, self.client.head_bucket, PASSTHROUGH_CODES | {"NoSuchBucket", "403"})
         except ClientError as exc:
-            if _code(exc) == "403":  # a HEAD answer has no body: a listing's refusal says which key is wrong
+            if error_code(exc) == "403":  # a HEAD answer has no body: a listing's refusal says which key is wrong
                 self._call(what, self.client.list_objects_v2, MaxKeys=1)
-                raise _access_error(f"object store at {self.config.endpoint_url or 'AWS'}", what, "", 403) from exc
-            if _code(exc) not in _MISSING_CODES | {"NoSuchBucket"}:
+                raise access_error(endpoint_text(self.config.endpoint_url), what, "", 403) from exc
+            if error_code(exc) not in MISSING_CODES | {"NoSuchBucket"}:
                 raise
             return False
         return True
@@ -338,9 +193,9 @@ class Store:
         try:
             self._call(f"writing {self.uri(rel)}", self.client.put_object, Key=self.key(rel), Body=data, **extra)
         except ClientError as exc:
-            if if_absent and _code(exc) in _PRECONDITION_CODES:
+            if if_absent and error_code(exc) in PRECONDITION_CODES:
                 raise ObjectExistsError(self.uri(rel)) from exc
-            if if_match is not None and _code(exc) in _PRECONDITION_CODES | _MISSING_CODES:
+            if if_match is not None and error_code(exc) in PRECONDITION_CODES | MISSING_CODES:
                 raise ConditionFailedError(self.uri(rel)) from exc
             raise
         return digest.hex()
@@ -375,7 +230,7 @@ class Store:
         try:
             return self.retrying(f"reading {self.uri(rel)}", read)
         except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
+            if error_code(exc) in MISSING_CODES:
                 return None
             raise
 
@@ -390,7 +245,7 @@ class Store:
         try:
             response = self._call(f"inspecting {self.uri(rel)}", self.client.head_object, Key=self.key(rel))
         except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
+            if error_code(exc) in MISSING_CODES:
                 return None
             raise
         return ObjectInfo(rel, int(response["ContentLength"]), str(response.get("ETag", "")).strip('"'))

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+#: What the dag-processor must never import for a DAG file or a callback: the pipeline's heavy dependencies.
+HEAVY = ("pandas", "pyarrow", "boto3", "botocore", "great_expectations", "PIL", "numpy", "s3fs", "webdataset")
+
+
+def _heavy_modules_pulled_in(*statements: str) -> list[str]:
+    """The heavy top-level packages that running ``statements`` in a fresh interpreter adds to ``sys.modules``."""
+    code = "; ".join(
+        ["import sys", *statements, f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"]
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    found: list[str] = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def _imports(nodes: list[ast.AST]) -> list[tuple[str, str]]:
+    """(module imported, the import statement) of every import among ``nodes``."""
+    found: list[tuple[str, str]] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, f"import {alias.name}") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", ast.unparse(node)))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -62,22 +89,31 @@ def test_release_dag_is_wired_extract_validate_split_convert_publish(dagbag: Any
     assert {"source", "store", "release", "split_mode", "seed"} <= set(dag.params.keys())
 
 
-def test_dag_files_import_only_stdlib_pendulum_and_the_task_sdk_at_top_level() -> None:
-    import ast
-    import sys
-
-    allowed = set(sys.stdlib_module_names) | {"pendulum", "airflow", "__future__"}
+def test_dag_files_import_only_stdlib_pendulum_the_task_sdk_and_stdlib_only_project_modules_at_top_level() -> None:
+    allowed = set(sys.stdlib_module_names) | {"pendulum", "airflow", "__future__", "pipeline"}
     for path in DAGS.glob("*.py"):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] in allowed, f"{path.name}: top-level import of {name}"
-                assert not name.startswith("airflow") or name == "airflow.sdk", f"{path.name}: {name} (use airflow.sdk)"
+        for name, statement in _imports(list(ast.parse(path.read_text()).body)):
+            assert name.split(".")[0] in allowed, f"{path.name}: top-level import of {name}"
+            assert not name.startswith("airflow") or name == "airflow.sdk", f"{path.name}: {name} (use airflow.sdk)"
+            if name.split(".")[0] == "pipeline":  # a project module: only one that imports the standard library alone
+                assert _heavy_modules_pulled_in(statement) == [], f"{path.name}: {statement} pulls in heavy modules"
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_parsing_a_dag_file_pulls_in_nothing_heavy(path: Path) -> None:
+    assert _heavy_modules_pulled_in(f"import runpy; runpy.run_path({str(path)!r})") == []
+
+
+def test_the_callbacks_and_the_consumer_import_only_stdlib_light_modules() -> None:
+    """The run summaries run in the dag-processor: their imports may not pull pandas, pyarrow or boto3 in there."""
+    release = ast.parse((DAGS / "nih_cxr_release.py").read_text())
+    summarise = next(n for n in ast.walk(release) if isinstance(n, ast.FunctionDef) and n.name == "_summarise")
+    consumer = ast.parse((DAGS / "nih_cxr_consumer.py").read_text())
+    found = _imports([*ast.walk(summarise), *ast.walk(consumer)])
+    project = [(name, statement) for name, statement in found if name.split(".")[0] == "pipeline"]
+    assert project, "the callbacks say how a run ended with pipeline.run.summary"
+    assert all("tasks" not in statement for _, statement in project), project
+    assert _heavy_modules_pulled_in(*[statement for _, statement in project]) == []
 
 
 def test_release_dag_runs_nightly_in_utc_without_catchup_and_with_timeouts(dagbag: Any) -> None:
@@ -116,7 +152,11 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
         "release",
         "split_mode",
         "seed",
+        "val_fraction",
+        "test_fraction",
         "shards",
+        "data_entry",
+        "checksums",
         "variant_size",
         "shard_size_mb",
         "dry_run",
@@ -136,6 +176,8 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
         ("store", "/not/s3"),
         ("seed", -1),
         ("variant_size", 4096),
+        ("variant_size", 8),
+        ("val_fraction", 1.0),
         ("shard_size_mb", 0),
         ("split_mode", "random"),
     ],
@@ -165,20 +207,6 @@ def test_runs_end_with_a_logged_summary(dagbag: Any) -> None:
     assert dag.on_failure_callback
 
 
-def test_summary_says_what_was_published_or_where_it_failed() -> None:
-    from pipeline.run.tasks import run_summary
-
-    published = {"version": "2026.11.26", "published": True, "counts": {"train": 8}, "quarantined": 1, "manifest": "m"}
-    assert "published release 2026.11.26 (train 8; 1 quarantined)" in run_summary("d", "r", published, None)
-    unchanged = {**published, "published": False}
-    assert "nothing new was published" in run_summary("d", "r", unchanged, None)
-    dry = {"version": "2026.11.27", "dry_run": True, "unchanged": False, "counts": {}, "quarantined": 0}
-    assert "dry run: would publish release 2026.11.27" in run_summary("d", "r", dry, None)
-    failed = {"task": "extract_shard", "map_index": 3, "try_number": 1, "reason": "BadDataError: truncated zip"}
-    text = run_summary("d", "r", None, failed)
-    assert "failed at task extract_shard[3] on try 1: BadDataError: truncated zip" in text
-
-
 def test_publish_emits_a_release_asset_through_the_alias_the_consumer_is_scheduled_on(dagbag: Any) -> None:
     from airflow.sdk import AssetAlias
 
@@ -187,3 +215,69 @@ def test_publish_emits_a_release_asset_through_the_alias_the_consumer_is_schedul
     consumer = dagbag.dags["nih_cxr_consumer"]
     assert consumer.timetable.asset_condition == alias
     assert consumer.catchup is False
+
+
+class _TaskInstance:
+    def __init__(self) -> None:
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+@pytest.fixture
+def run_task(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Call the release DAG's ``_run`` as a task would, with the given params (no connection in this test)."""
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("nih_cxr_release_for_run", DAGS / "nih_cxr_release.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ti = _TaskInstance()
+    monkeypatch.setattr(module, "_connection_fields", lambda conn_id: None)
+    monkeypatch.delenv("CXR_SOURCE", raising=False)
+
+    def call(stage: str, params: dict[str, Any]) -> Any:
+        ctx = {"params": params, "run_id": "manual__t", "logical_date": None, "ti": ti}
+        ctx["dag_run"] = types.SimpleNamespace(run_after=None)
+        monkeypatch.setattr(module, "get_current_context", lambda: ctx)
+        return module._run(stage)
+
+    call.ti = ti  # type: ignore[attr-defined]
+    return call
+
+
+def test_bad_params_fail_the_task_at_once_as_cxr_exits_2(run_task: Any) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import EXIT_USAGE, UsageError, exit_code, is_retryable
+    from pipeline.run import tasks
+
+    with pytest.raises(AirflowFailException, match=r"^UsageError: no source given") as caught:
+        run_task("discover", {"store": "s3://bkt/p"})
+    assert "no source given" in run_task.ti.pushed["error"], "the run summary gets the reason"
+    with pytest.raises(UsageError) as same:
+        tasks.config_from_params({"store": "s3://bkt/p"}, "r")
+    assert (exit_code(same.value), is_retryable(same.value)) == (EXIT_USAGE, False)
+    assert caught.value.__cause__ is None, "the input's fault: no traceback"
+
+
+def test_an_unreachable_store_is_left_to_airflows_retries(run_task: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import StoreUnavailableError, is_retryable
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("CXR_STORE_RETRY_S", "0")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    with pytest.raises(StoreUnavailableError) as caught:
+        run_task("discover", {"source": "/nowhere", "store": "s3://bkt/p"})
+    assert is_retryable(caught.value)
+
+
+def test_a_bug_is_re_raised_with_its_traceback(run_task: Any) -> None:
+    with pytest.raises(AttributeError):
+        run_task("no_such_stage", {"source": "/nowhere", "store": "s3://bkt/p"})
+    assert run_task.ti.pushed["error"].startswith("AttributeError: ")

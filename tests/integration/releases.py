@@ -25,9 +25,7 @@ def make_source(dest: Path, images: int = 60, seed: int = 5) -> Path:
 
 def store_config(stack: StackInfo, uri: str, consumer: bool = False) -> StoreConfig:
     """The store at ``uri`` with the pipeline (read/write) or the consumer (read/list) identity."""
-    if consumer:
-        return StoreConfig(uri, stack.endpoint_url, stack.consumer_access_key_id, stack.consumer_secret_access_key)
-    return StoreConfig(uri, stack.endpoint_url, stack.access_key_id, stack.secret_access_key)
+    return stack.store_config(uri, consumer=consumer)
 
 
 def new_store(stack: StackInfo, bucket: str, prefix: str = "cxr") -> Store:

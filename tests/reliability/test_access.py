@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.dev import airflow_local
-from pipeline.dev.stack import StackInfo, make_client
-from pipeline.publish import versions as publish
+from pipeline.dev.airflow.components import dags_test
+from pipeline.dev.airflow.db import migrate
+from pipeline.dev.airflow.settings import airflow_env
+from pipeline.dev.stack import StackInfo
+from pipeline.publish.verify import verify_release
+from pipeline.store.client import make_client
 from pipeline.store.storage import Store
 from tests.integration.releases import cxr, make_source, new_store, store_config
 from tests.reliability.figures import record
@@ -44,7 +47,7 @@ def test_consumer_reads_and_lists_a_release_but_cannot_write_or_delete(
 ) -> None:
     bucket, manifest_key = "reliability-access", "cxr/releases/v1/manifest.json"
     consumer = Store(store_config(s3_stack, "s3://reliability-access/cxr", consumer=True), s3_consumer_client)
-    report = publish.verify_release(consumer, "latest")  # lists and re-reads every file
+    report = verify_release(consumer, "latest")  # lists and re-reads every file
     assert report.ok
     assert report.version == "v1"
     checked = cxr(["verify", "--store", "s3://reliability-access/cxr", "--release", "v1"], s3_stack.consumer_env())
@@ -68,7 +71,7 @@ def test_consumer_reads_and_lists_a_release_but_cannot_write_or_delete(
     bulk = s3_consumer_client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": manifest_key}]})
     assert [e["Code"] for e in bulk.get("Errors", [])] == ["AccessDenied"]
     assert s3_consumer_client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read() == before
-    assert publish.verify_release(consumer, "v1").ok
+    assert verify_release(consumer, "v1").ok
     record("least_privilege", "consumer_denied", [*sorted(attempts), "delete_objects (bulk)"])
 
 
@@ -93,20 +96,18 @@ def test_pipeline_secret_appears_in_no_airflow_log_or_xcom(s3_stack: StackInfo, 
     # A real `airflow dags test` in its own process and Airflow home: its printed task logs, every file of the
     # home (the SQLite metadata database holding XCom, task log files) and every object it wrote are searched.
     home, log = tmp_path / "airflow", tmp_path / "dags-test.log"
-    env = airflow_local.airflow_env(home, extra=s3_stack.env())
-    airflow_local.migrate(env, log)
+    env = airflow_env(home, extra=s3_stack.env())
+    migrate(env, log)
     source = make_source(tmp_path / "mirror", images=60)
     s3_client.create_bucket(Bucket="reliability-airflow")
     conf = {"source": str(source), "store": "s3://reliability-airflow/cxr", "release": "v1"}
-    assert airflow_local.dags_test(env, "nih_cxr_release", conf, log) == 0, log.read_text()[-3000:]
+    assert dags_test(env, "nih_cxr_release", conf, log) == 0, log.read_text()[-3000:]
     assert "published release v1" in log.read_text()
     files = {str(p): p.read_bytes() for p in home.rglob("*") if p.is_file()}
     files[str(log)] = log.read_bytes()
     assert any(name.endswith(".db") for name in files)
-    objects = make_client(s3_stack).list_objects_v2(Bucket="reliability-airflow").get("Contents", [])
-    bodies = {
-        o["Key"]: make_client(s3_stack).get_object(Bucket="reliability-airflow", Key=o["Key"])["Body"].read()
-        for o in objects
-    }
+    client = make_client(s3_stack.store_config())
+    objects = client.list_objects_v2(Bucket="reliability-airflow").get("Contents", [])
+    bodies = {o["Key"]: client.get_object(Bucket="reliability-airflow", Key=o["Key"])["Body"].read() for o in objects}
     assert _scan(s3_stack.secret_access_key, {**files, **bodies}) == []
     record("secrets", "airflow_files_and_objects_searched", len(files) + len(bodies))

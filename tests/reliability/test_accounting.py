@@ -14,12 +14,14 @@ import pytest
 
 from pipeline.config import RunConfig
 from pipeline.dev.stack import StackInfo
-from pipeline.ingest import extract
-from pipeline.publish import versions as publish
-from pipeline.publish.accounting import AccountingError
+from pipeline.errors import AccountingError
+from pipeline.ingest import rawzone
+from pipeline.publish.latest import read_latest
+from pipeline.publish.listing import list_versions
+from pipeline.publish.manifest import read_manifest
 from pipeline.run import tasks
+from pipeline.store.layout import run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.workspace import run_prefix
 from tests.integration.releases import make_source, new_store, run_config
 from tests.reliability.figures import record
 
@@ -41,15 +43,15 @@ def _until_publish(store: Store, source: Path, run_id: str) -> RunConfig:
 
 
 def _nothing_published(store: Store) -> None:
-    assert publish.list_versions(store).published == []
-    assert publish.read_latest(store) is None
+    assert list_versions(store).published == []
+    assert read_latest(store) is None
 
 
 def test_every_published_run_records_its_accounting(source: Path, s3_stack: StackInfo, s3_bucket: str) -> None:
     store = new_store(s3_stack, s3_bucket)
     outcome = tasks.publish_release(_until_publish(store, source, "fine"))
     assert outcome["published"]
-    manifest = publish.read_manifest(store, "v1")
+    manifest = read_manifest(store, "v1")
     assert manifest is not None
     figures: dict[str, Any] = manifest["accounting"]
     assert figures["input_images"] == figures["published_images"] + figures["quarantined_images"] == 40
@@ -61,7 +63,7 @@ def test_an_input_image_that_vanished_fails_the_run(source: Path, s3_stack: Stac
     store = new_store(s3_stack, s3_bucket)
     cfg = _until_publish(store, source, "dropped")
     used = tasks._plan(store, cfg).sources["archives_sha256"]["images_001.zip"]  # the archive this run used
-    key = f"{extract.archive_prefix('images_001.zip', used)}/manifest.parquet"  # one more member: a silent drop
+    key = f"{rawzone.archive_prefix('images_001.zip', used)}/manifest.parquet"  # one more member: a silent drop
     table = pq.read_table(io.BytesIO(store.get_bytes(key)))
     extra = table.slice(0, 1).to_pylist()[0] | {"image_index": "00099998_000.png", "member": "x/00099998_000.png"}
     buf = io.BytesIO()

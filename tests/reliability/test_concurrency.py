@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
+from pipeline.publish.listing import list_versions
+from pipeline.publish.manifest import read_manifest
 from pipeline.store.storage import Store
 from tests.integration.releases import CXR, cxr, make_source, new_store
 from tests.reliability.figures import record
@@ -44,7 +45,7 @@ def _race(
 
 
 def _only_v1_published_and_sound(store: Store, stack: StackInfo, workspaces: int = 0) -> None:
-    listing = publish.list_versions(store)
+    listing = list_versions(store)
     assert listing.published == ["v1"]
     assert listing.incomplete == []
     checked = cxr(["verify", "--store", store.uri(""), "--release", "latest"], stack.consumer_env())
@@ -73,7 +74,7 @@ def test_two_runs_with_other_inputs_one_wins_and_the_other_is_refused(
     assert "release v1 already exists" in loser.stderr or "published meanwhile" in loser.stderr
     assert "Traceback" not in loser.stderr
     seed = int(winner.args[winner.args.index("--seed") + 1])
-    manifest = publish.read_manifest(store, "v1")
+    manifest = read_manifest(store, "v1")
     assert manifest is not None
     assert manifest["config"]["seed"] == seed  # every file is the winner's: `cxr verify` found nothing else
     _only_v1_published_and_sound(store, s3_stack, workspaces=1)  # the refused run's workspace (not a release)

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
+from pipeline.publish.latest import read_latest
+from pipeline.publish.listing import list_versions
+from pipeline.publish.manifest import read_manifest
+from pipeline.publish.verify import verify_release
 from pipeline.store.storage import Store
 from tests.integration.releases import CXR, cxr, make_source, new_store, store_config
 from tests.reliability.figures import record
@@ -50,7 +53,7 @@ def _run_args(source: Path, uri: str, run_id: str) -> list[str]:
 
 
 def _manifest(store: Store) -> dict[str, Any]:
-    found = publish.read_manifest(store, "v1")
+    found = read_manifest(store, "v1")
     assert found is not None, "v1 was not published"
     files = [f for f in found["files"] if f["path"] != LOCATED]
     return {k: v for k, v in found.items() if k not in RUN_FIELDS} | {"files": files}
@@ -97,13 +100,13 @@ class Watcher(threading.Thread):
 def invariant_breaches(store: Store) -> list[str]:
     """What is wrong with the store as a reader sees it: a listed release without its manifest, a bad latest."""
     problems = []
-    listing = publish.list_versions(store)
-    problems += [f"{v} listed without a manifest" for v in listing.published if publish.read_manifest(store, v) is None]
-    latest = publish.read_latest(store)
+    listing = list_versions(store)
+    problems += [f"{v} listed without a manifest" for v in listing.published if read_manifest(store, v) is None]
+    latest = read_latest(store)
     if latest is not None:
-        if publish.read_manifest(store, str(latest["version"])) is None:
+        if read_manifest(store, str(latest["version"])) is None:
             problems.append(f"latest names {latest['version']}, which has no manifest")
-        elif publish.verify_release(store, "latest").problems:
+        elif verify_release(store, "latest").problems:
             problems.append(f"latest names {latest['version']}, which does not verify")
     return problems
 
@@ -139,7 +142,7 @@ def test_killed_run_reruns_to_the_clean_release(
     assert watcher.breaches == []
     assert invariant_breaches(store) == []
     if point != "publish.latest" and point != "release.manifest_written":
-        assert publish.list_versions(store).published == []
+        assert list_versions(store).published == []
 
     started = time.monotonic()
     rerun = cxr(_run_args(source, uri, "killed-run" if resume else "fresh-run"), s3_stack.env())
@@ -149,12 +152,12 @@ def test_killed_run_reruns_to_the_clean_release(
     record("crash", f"{point}:{nth}:{'same run id' if resume else 'new run id'}:rerun_s", recovery)
 
     assert differences({**_manifest(store), "croissant": _croissant(store)}, clean) == []
-    assert publish.list_versions(store).published == ["v1"]
-    assert publish.list_versions(store).incomplete == []
-    latest = publish.read_latest(store)
+    assert list_versions(store).published == ["v1"]
+    assert list_versions(store).incomplete == []
+    latest = read_latest(store)
     assert latest is not None
     assert latest["version"] == "v1"
-    assert publish.verify_release(store, "v1").ok
+    assert verify_release(store, "v1").ok
     if resume:  # the resumed run cleaned its workspace; a fresh run id leaves only the killed run's workspace
         assert [i.key for i in store.list("runs/")] == []
     else:

@@ -1,5 +1,5 @@
 """Hostile inputs through a whole `cxr run`: every bad archive member and CSV ends in its documented outcome
-(README, "What happens to bad input"): quarantined with its reason, or a clear `error:` (exit 1), never a
+(docs/bad-input.md): quarantined with its reason, or a clear `error:` (exit 1), never a
 traceback, never an object outside the store prefix, never a silent drop (the run's accounting adds up).
 
 The archive builders are those of ``test_ingest.py`` (which checks the same members at the extract stage).
@@ -23,7 +23,10 @@ from PIL import Image
 
 from pipeline import png as images
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
+from pipeline.publish.latest import read_latest
+from pipeline.publish.listing import list_versions
+from pipeline.publish.manifest import read_manifest
+from pipeline.publish.verify import verify_release
 from pipeline.store.storage import Store
 from tests.integration.ingest.test_ingest import _synth_images, png_bomb_header, write_archive, zip_with_crc_error
 from tests.integration.releases import cxr, make_source, store_config
@@ -124,7 +127,7 @@ def test_hostile_archives_quarantine_every_bad_member_with_its_reason(
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     store = Store(store_config(s3_stack, f"s3://{s3_bucket}/archives"))
-    manifest = publish.read_manifest(store, "v1")
+    manifest = read_manifest(store, "v1")
     assert manifest is not None
     quarantine = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/quarantine.parquet"))).to_pandas()
     by_member = {row.member: row.reason for row in quarantine.itertuples() if row.member}
@@ -135,7 +138,7 @@ def test_hostile_archives_quarantine_every_bad_member_with_its_reason(
     assert accounting["input_images"] == 13 + 2 + 5  # every member of the four archives, good or bad, counted
     meta = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/metadata.parquet"))).to_pandas()
     assert meta["converted"].sum() == 1  # the 16-bit PNG, converted once to 8-bit grayscale
-    assert publish.verify_release(store, "v1").ok
+    assert verify_release(store, "v1").ok
     assert _objects_outside(s3_stack, s3_bucket, "archives") == []
     record("hostile", "archive_members_quarantined", len(expected))
     record("hostile", "archive_run_accounting", accounting)
@@ -185,14 +188,14 @@ def test_hostile_metadata_ends_in_its_documented_outcome(
     store = Store(store_config(s3_stack, f"s3://{s3_bucket}/{prefix}"))
     if code == 0:
         assert says in run.stdout
-        manifest = publish.read_manifest(store, "v1")
+        manifest = read_manifest(store, "v1")
         assert manifest is not None
         assert manifest["accounting"]["published_images"] == manifest["accounting"]["data_entry_rows"] == 24
     else:
         assert run.stderr.strip().splitlines()[-1].startswith("error: ") or "error: " in run.stderr
         assert says in run.stderr
-        assert publish.list_versions(store).published == []
-        assert publish.read_latest(store) is None
+        assert list_versions(store).published == []
+        assert read_latest(store) is None
     assert _objects_outside(s3_stack, s3_bucket, prefix) == []
     record("hostile", case, {"exit": run.returncode, "says": says})
 
@@ -230,7 +233,7 @@ def test_only_png_is_published_from_a_png(tmp_path: Path, s3_stack: StackInfo, s
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
     store = Store(store_config(s3_stack, f"s3://{s3_bucket}/{prefix}"))
-    assert publish.verify_release(store, "v1").ok
+    assert verify_release(store, "v1").ok
     meta = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/metadata.parquet"))).to_pandas()
     row = meta.set_index("image_index").loc[PurePosixPath(rider).name]
     assert row["repaired"] == f"stripped {len(payload)} bytes after IEND"
@@ -242,7 +245,7 @@ def test_only_png_is_published_from_a_png(tmp_path: Path, s3_stack: StackInfo, s
     quarantine = pq.read_table(io.BytesIO(store.get_bytes("releases/v1/quarantine.parquet"))).to_pandas()
     reasons = {r.member: r.reason for r in quarantine.itertuples()}
     assert "chunk flood" in reasons[flood]
-    manifest = publish.read_manifest(store, "v1")
+    manifest = read_manifest(store, "v1")
     assert manifest is not None
     accounting = manifest["accounting"]
     assert accounting["published_images"] == 23

@@ -179,11 +179,11 @@ def full_tmpdir(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "tmpfs"
     mount.mkdir()
     if shutil.which("mount") is None:
-        pytest.skip("no mount command: a full temporary directory cannot be built here")
+        pytest.fail("no mount command: a full temporary directory cannot be built (install util-linux)")
     command = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]
     made = subprocess.run(command, capture_output=True, check=False)
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()})")
+        pytest.fail(f"cannot mount a tmpfs for the full-TMPDIR case ({made.stderr.decode().strip()}): run as root")
     try:
         (mount / "filler").write_bytes(b"\0" * (248 << 10))
         yield mount

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.dev.stack import StackInfo, stack_down, stack_up
-from pipeline.publish import versions as publish
+from pipeline.publish.latest import read_latest
+from pipeline.publish.listing import list_versions
+from pipeline.publish.manifest import read_manifest
+from pipeline.publish.verify import verify_release
 from pipeline.store.storage import Store
 from tests.integration.releases import CXR, make_source, store_config
 from tests.reliability.figures import record
@@ -72,8 +75,8 @@ def test_store_back_within_the_retry_budget_the_run_completes(source: Path, own_
     # Which layer rode the outage out (boto's own attempts or the store's retry budget) depends on what the run
     # was doing when the store went away; both count, and the figure below records how often the store retried.
     assert "release v1: published" in out
-    assert publish.verify_release(store, "v1").ok
-    assert publish.read_manifest(store, "v1")["accounting"]["input_images"] == 120  # type: ignore[index]
+    assert verify_release(store, "v1").ok
+    assert read_manifest(store, "v1")["accounting"]["input_images"] == 120  # type: ignore[index]
     record("outage", "short_outage_s", round(outage, 1))
     record("outage", "short_outage_store_retries_logged", err.count("retrying in"))
     record("outage", "run_with_outage_s", round(time.monotonic() - started, 1))
@@ -99,8 +102,8 @@ def test_store_gone_longer_than_the_budget_fails_clearly_and_publishes_nothing(
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: object store at " + info.endpoint_url + " unavailable while"), last
     assert "check that the endpoint is up, then rerun" in last
-    assert publish.read_manifest(store, "v1") is None
-    assert publish.read_latest(store) is None
-    assert publish.list_versions(store).published == []
+    assert read_manifest(store, "v1") is None
+    assert read_latest(store) is None
+    assert list_versions(store).published == []
     record("outage", "long_outage_budget_s", 5)
     record("outage", "long_outage_failed_after_s", round(failed_after, 1))

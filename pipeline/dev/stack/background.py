@@ -10,13 +10,11 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    pass
-
-from pipeline.dev.stack.info import StackError, StackInfo, _Keys, _new_keys
-from pipeline.dev.stack.process import _DETACHED, _cleanup_sockets, _launch, _Layout, _terminate_group, _write_private
+from pipeline.dev.processes import stop_group
+from pipeline.dev.stack.info import StackInfo, _Keys, _new_keys
+from pipeline.dev.stack.process import _DETACHED, STOP_GRACE_S, _cleanup_sockets, _launch, _Layout, _write_private
+from pipeline.errors import StackError
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +105,8 @@ def stack_down(state_dir: Path) -> bool:
         Whether a running weed process was stopped.
 
     Raises:
-        StackError: The recorded process is not a group leader, or survived SIGKILL.
+        StackError: The recorded process is not a group leader.
+        ProcessGroupError: Its process group survived SIGKILL.
     """
     state_dir = state_dir.resolve()
     with _locked(state_dir):
@@ -117,9 +116,12 @@ def stack_down(state_dir: Path) -> bool:
         running = _is_our_weed(info.pid, info.data_dir)
         if running:
             if os.getpgid(info.pid) != info.pid:
-                raise StackError(f"pid {info.pid} does not lead its process group; not signalling it")
+                raise StackError(
+                    f"pid {info.pid} recorded in {state_dir / 'stack.json'} does not lead its process group; "
+                    "not signalling it: stop that weed by hand"
+                )
             logger.info("stopping local S3 (pid %s)", info.pid)
-            _terminate_group(info.pid, _DETACHED.pop(info.pid, None))
+            stop_group(info.pid, _DETACHED.pop(info.pid, None), STOP_GRACE_S, f"weed of {state_dir}")
         _cleanup_sockets(info.ports, Path(info.data_dir))
         if info.pid != 0:
             _write_private(state_dir / "stack.json", dataclasses.replace(info, pid=0).to_json())

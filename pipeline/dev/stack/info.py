@@ -1,4 +1,8 @@
-"""What a running local S3 stack is: endpoint, identities and ports; clients for it."""
+"""What a running local S3 stack is: endpoint, identities and ports, and the store settings to reach it.
+
+The stack hands back a :class:`~pipeline.config.StoreConfig`; clients are built by the store package's factory
+(:func:`pipeline.store.client.make_client`), the one S3 code path with the product's retry settings.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +13,17 @@ import secrets
 import shlex
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-import boto3
-from botocore.config import Config
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from pipeline.config import StoreConfig
+from pipeline.errors import StackError, UsageError
 
 logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
+#: The store a :meth:`StackInfo.store_config` names when the caller names none (an S3 client ignores the bucket).
+DEFAULT_STORE_URI = "s3://cxr-local"
 
-
-class StackError(RuntimeError):
-    """The local S3 stack could not be started, reached or stopped."""
+__all__ = ["DEFAULT_STORE_URI", "StackError", "StackInfo"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,15 @@ class StackInfo:
         """Returns the AWS_* environment for the read-only ``consumer`` identity."""
         return self._env(self.consumer_access_key_id, self.consumer_secret_access_key)
 
+    def store_config(self, uri: str = DEFAULT_STORE_URI, *, consumer: bool = False) -> StoreConfig:
+        """The store settings of ``uri`` on this stack, for the ``pipeline`` (or the read-only ``consumer``) identity.
+
+        Build clients from it with :func:`pipeline.store.client.make_client` and stores with
+        :class:`pipeline.store.storage.Store`.
+        """
+        env = self.consumer_env() if consumer else self.env()
+        return StoreConfig(uri, self.endpoint_url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], self.region)
+
     def export_lines(self, consumer: bool = False) -> str:
         """Returns ``export K=V`` lines (values shell-quoted), e.g. for ``eval "$(cxr stack env)"``.
 
@@ -66,18 +75,18 @@ class StackInfo:
         """Parses the output of :meth:`to_json`.
 
         Raises:
-            ValueError: The text is not a JSON object with the expected fields.
+            UsageError: The text is not a JSON object with the expected fields.
         """
         raw = json.loads(text)
         if not isinstance(raw, dict):
-            raise ValueError("stack info must be a JSON object")
+            raise UsageError("stack info must be a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
         values["ports"] = {str(k): int(v) for k, v in dict(values.get("ports", {})).items()}
         try:
             return cls(**values)
         except TypeError as exc:
-            raise ValueError(f"incomplete stack info: {exc}") from exc
+            raise UsageError(f"incomplete stack info: {exc}") from exc
 
     def _env(self, key_id: str, secret: str) -> dict[str, str]:
         return {
@@ -100,35 +109,3 @@ def _new_keys() -> _Keys:
         return "CXR" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(17))
 
     return _Keys(key_id(), secrets.token_urlsafe(30), key_id(), secrets.token_urlsafe(30))
-
-
-def make_client(
-    info: StackInfo,
-    *,
-    consumer: bool = False,
-    timeout: float = 10.0,
-    attempts: int = 3,
-) -> S3Client:
-    """Builds a signed boto3 S3 client for the stack.
-
-    Args:
-        info: The stack to talk to.
-        consumer: Use the read-only consumer identity instead of the pipeline identity.
-        timeout: Connect and read timeout in seconds.
-        attempts: Total attempts per request (1 disables retries).
-    """
-    env = info.consumer_env() if consumer else info.env()
-    config = Config(
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        s3={"addressing_style": "path"},
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=info.endpoint_url,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=info.region,
-        config=config,
-    )

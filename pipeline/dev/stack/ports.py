@@ -1,42 +1,28 @@
-"""Loopback port choice for ``weed mini``: every listening port is ours, never 8080."""
+"""Loopback port choice for ``weed mini``: every listening port is ours, never a forbidden one.
+
+Which ports are forbidden, and whether a port is free, is :mod:`pipeline.dev.ports`'s to say.
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
-import socket
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    pass
-
-from pipeline.dev.stack.info import StackError
+from pipeline.dev.ports import HOST, is_forbidden, is_port_free
+from pipeline.errors import StackError
 
 logger = logging.getLogger(__name__)
 
-logger = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 SERVICES: tuple[str, ...] = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
-FORBIDDEN_PORTS = frozenset({8080})  # SeaweedFS's volume default and Airflow's UI default
 PORT_RANGE = (10000, 22000)  # keeps port + GRPC_OFFSET below Linux's ephemeral range (32768+)
 
-
-def is_port_free(port: int, host: str = HOST) -> bool:
-    """Returns whether a listener could bind ``host:port`` now (with SO_REUSEADDR, as Go does)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+__all__ = ["GRPC_OFFSET", "HOST", "PORT_RANGE", "SERVICES", "pick_ports"]
 
 
 def _usable(port: int, taken: set[int]) -> bool:
     pair = (port, port + GRPC_OFFSET)
-    if port <= 0 or pair[1] > 65535 or any(p in FORBIDDEN_PORTS or p in taken for p in pair):
+    if any(is_forbidden(p) or p in taken for p in pair):
         return False
     return all(is_port_free(p) for p in pair)
 
@@ -52,7 +38,10 @@ def pick_ports(s3_port: int | None = None, preferred: dict[str, int] | None = No
         StackError: ``s3_port`` is forbidden or busy, or no free ports were found.
     """
     if s3_port is not None and not _usable(s3_port, set()):
-        raise StackError(f"S3 port {s3_port} or its gRPC port {s3_port + GRPC_OFFSET} is unusable")
+        raise StackError(
+            f"S3 port {s3_port} or its gRPC port {s3_port + GRPC_OFFSET} is unusable (busy, forbidden or over 65535): "
+            "pick another --port, or leave it out to get a free one"
+        )
     ports = {} if s3_port is None else {"s3": s3_port}
     taken = {p + offset for p in ports.values() for offset in (0, GRPC_OFFSET)}
     for name in SERVICES:
@@ -68,4 +57,4 @@ def _random_port(taken: set[int]) -> int:
         port = PORT_RANGE[0] + secrets.randbelow(PORT_RANGE[1] - PORT_RANGE[0])
         if _usable(port, taken):
             return port
-    raise StackError(f"no free port pair found in {PORT_RANGE}")
+    raise StackError(f"no free port pair found in {PORT_RANGE} on {HOST}: stop some local servers and retry")

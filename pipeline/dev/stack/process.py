@@ -1,4 +1,8 @@
-"""Start and stop ``weed mini`` as a child process: ports, identities, sockets, readiness."""
+"""Start and stop ``weed mini`` as a child process: ports, identities, sockets, readiness.
+
+Its process group is started and stopped by :mod:`pipeline.dev.processes`; readiness is probed with the store
+package's S3 client (:func:`pipeline.store.client.make_client`), with one attempt and short timeouts.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,22 +21,20 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-if TYPE_CHECKING:
-    pass
-
-from pipeline.dev.stack.info import StackError, StackInfo, _Keys, _new_keys, make_client
+from pipeline.dev.processes import start_group, stop_group
+from pipeline.dev.stack.info import StackInfo, _Keys, _new_keys
 from pipeline.dev.stack.ports import GRPC_OFFSET, HOST, pick_ports
+from pipeline.errors import StackError
+from pipeline.store.client import make_client
 
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
-
-logger = logging.getLogger(__name__)
 
 _SOCKET_DIR = Path("/tmp")  # noqa: S108 - weed hard-codes /tmp (not $TMPDIR) for its gRPC unix sockets
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
@@ -149,7 +150,7 @@ def _volume_server_registered(info: StackInfo) -> bool:
 
 def _wait_ready(proc: subprocess.Popen[bytes], info: StackInfo, log_path: Path, offset: int) -> None:
     """Blocks until the master sees the volume server and a signed ListBuckets succeeds."""
-    client = make_client(info, timeout=2.0, attempts=1)
+    client = make_client(info.store_config(), connect_timeout=2.0, read_timeout=2.0, attempts=1)  # fail fast
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         if proc.poll() is not None:
@@ -179,21 +180,13 @@ def _start_once(
     (data_dir / ".tmp").mkdir(parents=True, exist_ok=True)
     offset = log_path.stat().st_size if log_path.exists() else 0
     logger.info("starting %s", shlex.join(cmd))
-    with log_path.open("ab") as log_file:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=data_dir,
-            env={**os.environ, "TMPDIR": str(data_dir / ".tmp")},
-            start_new_session=True,  # own session and process group, survives our exit
-        )
+    env = {**os.environ, "TMPDIR": str(data_dir / ".tmp")}
+    proc = start_group(cmd, env, log_path, cwd=data_dir)  # own session and process group, survives our exit
     info = StackInfo(f"http://{HOST}:{ports['s3']}", *keys, pid=proc.pid, data_dir=str(data_dir), ports=ports)
     try:
         _wait_ready(proc, info, log_path, offset)
     except BaseException:
-        _terminate_group(proc.pid, proc)
+        stop_group(proc.pid, proc, STOP_GRACE_S, "weed")
         _cleanup_sockets(ports, data_dir)
         raise
     logger.info("local S3 ready at %s (pid %s, data %s)", info.endpoint_url, proc.pid, data_dir)
@@ -216,41 +209,6 @@ def _launch(
         logger.warning("port race on attempt %s, retrying with fresh ports", attempt)
         preferred = {}
     return _start_once(weed, layout, keys, pick_ports(s3_port, preferred))
-
-
-def _group_alive(pgid: int, proc: subprocess.Popen[bytes] | None) -> bool:
-    """Whether anything is left of process group ``pgid`` (a zombie with no live threads counts as gone)."""
-    if proc is not None and proc.poll() is None:  # waitpid only succeeds once every thread has exited
-        return True
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not Path("/proc").is_dir():
-        return True
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            # A "Z" leader may still have threads running that hold its sockets open.
-            if pgrp == str(pgid) and (state != "Z" or len(os.listdir(stat.parent / "task")) > 1):
-                return True
-    return False
-
-
-def _terminate_group(pgid: int, proc: subprocess.Popen[bytes] | None, grace: float = STOP_GRACE_S) -> None:
-    """Sends SIGTERM to the group, then SIGKILL if it outlives ``grace`` seconds."""
-    for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not _group_alive(pgid, proc):
-                return
-            time.sleep(0.05)
-        logger.warning("process group %s still alive %.0fs after %s", pgid, wait_s, sig.name)
-    raise StackError(f"process group {pgid} survived SIGKILL")
 
 
 class LocalS3:
@@ -299,7 +257,7 @@ class LocalS3:
     def stop(self) -> None:
         """Stops the process group; removes stale sockets and the temp dir (if one was made)."""
         if self._proc is not None:
-            _terminate_group(self._proc.pid, self._proc)
+            stop_group(self._proc.pid, self._proc, STOP_GRACE_S, "weed")
             self._proc = None
         if self.info is not None:
             _cleanup_sockets(self.info.ports, Path(self.info.data_dir))

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipeline.dev.synth import archives, images, metadata, quirks
+from pipeline.errors import UsageError
 from pipeline.nih import (
     BBOX_LIST,
     DATA_ENTRY_2017,
@@ -156,15 +157,15 @@ def synthesize(config: SynthConfig, progress: Callable[[int], None] | None = Non
 
 def _validate(config: SynthConfig) -> None:
     if config.images < 1:
-        raise ValueError(f"images must be at least 1, got {config.images}")
+        raise UsageError(f"images must be at least 1, got {config.images}")
     if config.image_size < 16:
-        raise ValueError(f"image_size must be at least 16, got {config.image_size}")
+        raise UsageError(f"image_size must be at least 16, got {config.image_size}")
     if config.archive not in ("zip", "tar.gz"):
-        raise ValueError(f"archive must be 'zip' or 'tar.gz', got {config.archive!r}")
+        raise UsageError(f"archive must be 'zip' or 'tar.gz', got {config.archive!r}")
     if config.seed < 0:
-        raise ValueError(f"seed must be non-negative, got {config.seed}")
+        raise UsageError(f"seed must be non-negative, got {config.seed}")
     if config.workers < 0:
-        raise ValueError(f"workers must be 0 (auto) or more, got {config.workers}")
+        raise UsageError(f"workers must be 0 (auto) or more, got {config.workers}")
 
 
 def _prepare_dest(dest: Path, overwrite: bool) -> Path:

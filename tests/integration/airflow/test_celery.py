@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.dev.airflow_local import CelerySettings, LocalAirflow, drop_postgres_database, free_api_port
+from pipeline.dev.airflow.db import drop_postgres_database
+from pipeline.dev.airflow.installation import LocalAirflow
+from pipeline.dev.airflow.settings import CelerySettings
+from pipeline.dev.ports import free_api_port
 from pipeline.dev.stack import StackInfo
 from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 

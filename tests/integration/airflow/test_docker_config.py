@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipeline import config
-from pipeline.dev.airflow_local import CelerySettings
+from pipeline.dev.airflow.settings import CelerySettings
 
 pytestmark = pytest.mark.integration  # imports Airflow's configuration (a few seconds)
 
@@ -91,7 +91,7 @@ def test_compose_has_every_component_with_healthchecks_and_volumes(compose: dict
 
 
 def test_components_start_as_python_m_airflow(compose: dict[str, Any]) -> None:
-    """Not the `airflow` script: convert's spawn pool would re-run it in task processes (see airflow_local)."""
+    """Not the `airflow` script: convert's spawn pool would re-run it in task processes (dev.airflow.components)."""
     for name in COMPONENTS:
         assert compose["services"][name]["command"][:3] == ["python", "-m", "airflow"], name
     assert "python -m airflow db migrate" in compose["services"]["airflow-init"]["command"][-1]

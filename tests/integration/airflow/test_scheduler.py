@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.dev.airflow_local import ApiClient, LocalAirflow, free_api_port, wait_until
+from pipeline.dev.airflow.installation import LocalAirflow
+from pipeline.dev.airflow.rest import ApiClient
+from pipeline.dev.ports import free_api_port
 from pipeline.dev.stack import StackInfo
+from pipeline.dev.waiting import wait_until
 from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.dev.airflow_local import LocalAirflow, admin_password, free_api_port
+from pipeline.dev.airflow.installation import LocalAirflow
+from pipeline.dev.airflow.settings import admin_password
+from pipeline.dev.ports import free_api_port
 from pipeline.dev.stack import StackInfo
 from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 

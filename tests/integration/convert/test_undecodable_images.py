@@ -19,7 +19,7 @@ from PIL import Image
 
 from pipeline import png as images
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
+from pipeline.publish.manifest import read_manifest
 from pipeline.store.storage import Store
 from tests.integration.releases import cxr, make_source, store_config
 from tests.reliability.figures import record
@@ -116,7 +116,7 @@ def test_undecodable_images_are_quarantined_and_the_rest_is_published(
     assert "Traceback" not in run.stderr
     assert "release v1: published" in run.stdout
     store = Store(store_config(s3_stack, uri))
-    manifest = publish.read_manifest(store, "v1")
+    manifest = read_manifest(store, "v1")
     assert manifest is not None
 
     quarantine = _table(store, "releases/v1/quarantine.parquet")

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.curate.metadata import FileTooLargeError
 from pipeline.dev.stack import StackInfo
 from pipeline.dev.synth import SynthConfig, synthesize
+from pipeline.errors import FileTooLargeError
 from pipeline.run import tasks
 from pipeline.store.storage import Store
 from tests.integration import releases

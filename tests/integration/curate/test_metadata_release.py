@@ -21,9 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.curate.metadata import load_data_entry
-from pipeline.curate.validate import SUITES_DIR, BlockingValidationError
+from pipeline.curate.suites import SUITES_DIR
 from pipeline.dev.stack import StackInfo
 from pipeline.dev.synth import SynthConfig, synthesize
+from pipeline.errors import BlockingValidationError
 from pipeline.plan.crosscheck import QUARANTINE_REASONS
 from pipeline.run import tasks
 from pipeline.store.storage import Store

@@ -33,7 +33,7 @@ from pipeline.config import StoreConfig
 from pipeline.dev.stack import StackInfo
 from pipeline.dev.synth import SynthConfig, synthesize
 from pipeline.errors import BadDataError
-from pipeline.ingest import extract, sources
+from pipeline.ingest import extract, files, rawzone, sources
 from pipeline.plan import crosscheck
 from pipeline.plan import planning as plan
 from pipeline.store.storage import Store
@@ -90,7 +90,7 @@ def make_mirror(
 
 def raw_key(archive: str, name: str, data: bytes) -> str:
     """Where an image's bytes land: content-addressed under its shard's stem."""
-    return f"raw/shards/{extract.shard_stem(archive)}/images/{hashlib.sha256(data).hexdigest()}/{name}"
+    return f"raw/shards/{sources.shard_stem(archive)}/images/{hashlib.sha256(data).hexdigest()}/{name}"
 
 
 def expected_raw(layout: dict[str, dict[str, bytes]]) -> dict[str, bytes]:
@@ -120,12 +120,12 @@ def raw_zone(store: Store) -> dict[str, bytes]:
 def manifest(store: Store, archive: str, sha256: str) -> pd.DataFrame:
     """The raw manifest of one archive's content."""
     frame: pd.DataFrame = pq.read_table(
-        io.BytesIO(store.get_bytes(f"{extract.archive_prefix(archive, sha256)}/manifest.parquet"))
+        io.BytesIO(store.get_bytes(f"{rawzone.archive_prefix(archive, sha256)}/manifest.parquet"))
     ).to_pandas()
     return frame
 
 
-def ingest(store: Store, source: str, **kw: Any) -> list[extract.ShardResult]:
+def ingest(store: Store, source: str, **kw: Any) -> list[rawzone.ShardResult]:
     listing = sources.discover(source, **kw)
     return [extract.extract_shard(store, ref, upload_workers=8) for ref in listing.shards]
 
@@ -237,7 +237,7 @@ def test_s3_prefix_source(
     listing = sources.discover(f"s3://{s3_bucket}/mirror/nih")
     assert [ref.name for ref in listing.shards] == ["images_001.zip", "images_002.zip"]
     assert listing.shards[0].location == f"s3://{s3_bucket}/mirror/nih/images_001.zip"
-    assert sources.read_file(listing.data_entry) == (tmp_path / "src" / "Data_Entry_2017.csv").read_bytes()
+    assert files.read_file(listing.data_entry) == (tmp_path / "src" / "Data_Entry_2017.csv").read_bytes()
     for ref in listing.shards:
         extract.extract_shard(store, ref, upload_workers=8)
     assert raw_zone(store) == expected_raw(layout)
@@ -301,7 +301,7 @@ def test_rerun_skips_unchanged_shards_and_redoes_only_a_changed_one(
     layout = make_mirror(src, kind="zip")
     store = store_for(s3_stack, s3_bucket, "rerun")
     first = ingest(store, str(src))
-    extract.record_sources(store, sources.discover(str(src)), "run 1")
+    rawzone.record_sources(store, sources.discover(str(src)), "run 1")
     recorded = json.loads(store.get_bytes("raw/runs/run_1/source_manifest.json"))
     by_name = {f["name"]: f for f in recorded["files"]}
     assert {r.shard: by_name[r.shard]["sha256"] for r in first} == {r.shard: r.archive_sha256 for r in first}
@@ -483,7 +483,7 @@ def corpus(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return src, {key: value[0] for key, value in names.items()}
 
 
-def _outcomes(store: Store, result: extract.ShardResult) -> dict[str, tuple[str, str]]:
+def _outcomes(store: Store, result: rawzone.ShardResult) -> dict[str, tuple[str, str]]:
     rows = manifest(store, result.shard, result.archive_sha256)
     return {row.member: (row.status, row.reason) for row in rows.itertuples()}
 
@@ -494,7 +494,7 @@ def test_hostile_archives_end_in_their_documented_outcomes(
     src, n = corpus
     store = store_for(s3_stack, s3_bucket, "hostile")
     listing = sources.discover(str(src))
-    results: dict[str, extract.ShardResult] = {}
+    results: dict[str, rawzone.ShardResult] = {}
     for ref in listing.shards:
         if ref.name == "images_005.zip":
             with pytest.raises(BadDataError, match=r"images_005\.zip is not a readable zip archive .*re-download it"):

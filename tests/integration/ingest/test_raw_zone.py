@@ -25,8 +25,8 @@ from PIL import Image
 from pipeline.dev.stack import StackInfo
 from pipeline.dev.synth import SynthConfig, synthesize
 from pipeline.errors import BadDataError
-from pipeline.ingest import extract, remote, sources
-from pipeline.publish import versions as publish
+from pipeline.ingest import extract, files, rawzone, remote, sources
+from pipeline.publish.manifest import read_manifest
 from pipeline.store.storage import Store
 from tests.integration import releases
 from tests.integration.releases import CXR, new_store
@@ -106,7 +106,7 @@ def sha256(data: bytes) -> str:
 
 def published(store: Store, version: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """A release's manifest and its images (name -> bytes), read from its Parquet files."""
-    manifest = publish.read_manifest(store, version)
+    manifest = read_manifest(store, version)
     assert manifest is not None, f"{version} was not published"
     found: dict[str, bytes] = {}
     for entry in manifest["files"]:
@@ -222,7 +222,7 @@ def test_a_local_archive_that_changes_while_it_is_read_fails_clearly(
     mirrors.write_archive(src / ARCHIVE, 255)  # new content: hashed first, then extracted
     hashed = extract._prehash
 
-    def prehash_then_change(ref: sources.FileRef, limits: Any) -> Any:
+    def prehash_then_change(ref: files.FileRef, limits: Any) -> Any:
         digests = hashed(ref, limits)
         data = bytearray((src / ARCHIVE).read_bytes())
         data[data.find(b"IDAT") + 40] ^= 0xFF  # a writer still at work: same size, other bytes
@@ -232,7 +232,7 @@ def test_a_local_archive_that_changes_while_it_is_read_fails_clearly(
     monkeypatch.setattr(extract, "_prehash", prehash_then_change)
     with pytest.raises(BadDataError, match=r"images_001\.zip changed while this run read it .*rerun once"):
         extract.extract_shard(store, sources.discover(str(src)).shards[0], 4)
-    prefix = f"{extract.shard_prefix(ARCHIVE)}/archives/"
+    prefix = f"{rawzone.shard_prefix(ARCHIVE)}/archives/"
     versions = {info.key.removeprefix(prefix).split("/")[0] for info in store.list(prefix)}
     assert versions == {first.archive_sha256}  # nothing was recorded for the half-read file
 

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
+from pipeline.publish.listing import list_versions, resolve_version
+from pipeline.publish.manifest import read_manifest
 from pipeline.store.storage import Store
 from tests.integration import releases
 
@@ -65,7 +66,7 @@ def _text(store: Store, version: str, path: str) -> str:
 
 
 def _manifest(store: Store, version: str) -> dict[str, Any]:
-    manifest = publish.read_manifest(store, version)
+    manifest = read_manifest(store, version)
     assert manifest is not None
     return manifest
 
@@ -77,8 +78,8 @@ def _metadata(store: Store, version: str) -> Any:
 def test_versions_come_from_the_logical_date_and_latest_is_the_newest(two_releases: dict[str, Any]) -> None:
     store: Store = two_releases["store"]
     assert two_releases["summary"]["version"] == NEW
-    assert publish.list_versions(store).published == [OLD, NEW]
-    assert publish.resolve_version(store, "latest") == NEW
+    assert list_versions(store).published == [OLD, NEW]
+    assert resolve_version(store, "latest") == NEW
     assert _manifest(store, NEW)["parent"] == OLD
 
 

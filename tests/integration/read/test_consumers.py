@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.dev.stack import StackInfo
-from pipeline.publish import versions as publish
-from pipeline.read.client import ReleaseClient, ReleaseNotFoundError
+from pipeline.errors import ReleaseNotFoundError
+from pipeline.publish.manifest import read_manifest
+from pipeline.read.client import ReleaseClient
 from pipeline.store.storage import Store
 from tests.integration import releases
 
@@ -43,7 +44,7 @@ def release(s3_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> di
     store = releases.new_store(s3_stack, "consumers")
     releases.publish(store, source, "consumers", logical_date="2026-11-26T02:00:00+00:00")
     meta = pq.read_table(io.BytesIO(store.get_bytes(f"releases/{VERSION}/metadata.parquet"))).to_pandas()
-    return {"store": store, "meta": meta, "manifest": publish.read_manifest(store, VERSION)}
+    return {"store": store, "meta": meta, "manifest": read_manifest(store, VERSION)}
 
 
 def run_recipe(name: str, stack: StackInfo, workdir: Path) -> subprocess.CompletedProcess[str]:

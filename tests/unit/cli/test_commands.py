@@ -1,8 +1,7 @@
-"""The CLI's terminal progress line and its argument handling."""
+"""The ``cxr`` command line: its argument handling, and one ``error:`` line with the shared exit code."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -10,39 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import progress
+from pipeline import errors
 from pipeline.cli import commands as cli
-
-
-def test_progress_line_shows_bar_counts_and_rate() -> None:
-    out = io.StringIO()
-    draw = cli.TerminalProgress(out)
-    draw(progress.ProgressEvent("convert train-000000", 25, 100, 412.5))
-    draw(progress.ProgressEvent("convert train-000000", 100, 100, 400.0, finished=True))
-    first, second = out.getvalue().split("\r")[1:]
-    assert "[#######.......................] 25/100" in first
-    assert "412.5/s" in first
-    assert second.endswith("100/100   400.0/s\n")
-
-
-def test_progress_without_total_shows_live_count() -> None:
-    out = io.StringIO()
-    cli.TerminalProgress(out)(progress.ProgressEvent("extract images_001.zip", 1234, None, 99.0))
-    assert "1234" in out.getvalue()
-    assert "99.0/s" in out.getvalue()
-
-
-def test_listener_receives_events_from_library_progress() -> None:
-    seen: list[progress.ProgressEvent] = []
-    progress.set_listener(seen.append)
-    try:
-        counter = progress.Progress("stage", 3, __import__("logging").getLogger("t"))
-        counter.advance(3)
-        counter.finish()
-    finally:
-        progress.set_listener(None)
-    assert seen[-1].finished
-    assert seen[-1].done == 3
+from pipeline.errors import StoreAccessError, StoreUnavailableError, UsageError
 
 
 def test_run_requires_source_and_store() -> None:
@@ -83,3 +52,46 @@ def test_bad_names_and_locations_exit_2_with_one_line(args: list[str], message: 
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ")
     assert message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (UsageError("--seed -1 must lie in 0 or more"), 2),
+        (StoreAccessError("object store refused the keys (InvalidAccessKeyId): check AWS_ACCESS_KEY_ID"), 3),
+        (StoreUnavailableError("object store at http://127.0.0.1:9 unavailable; check the endpoint, then rerun"), 1),
+        (FileExistsError(17, "File exists", "/data/mirror"), 2),
+    ],
+)
+def test_an_error_a_user_can_meet_is_one_line_with_the_shared_exit_code(
+    exc: BaseException, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.report_error(exc) == code == errors.exit_code(exc)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+
+
+def test_a_bare_value_error_is_a_bug_not_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(cli.LOG_DIR_ENV, str(tmp_path))
+    assert cli.report_error(ValueError("a bug's message")) == 70
+    assert "internal error (a bug in cxr" in capsys.readouterr().err
+
+
+def test_run_flags_come_from_the_options_table(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--dry-run", "--val-fraction", "--shard-size-mb", "--variant-size", "--data-entry", "--checksums"):
+        assert flag in out
+    assert "--store-conn-id" not in out  # an Airflow connection: the DAG's form only
+    assert "16..1024 px, or 0 for none; default 256" in " ".join(out.split())
+
+
+def test_an_out_of_range_flag_exits_2_before_anything_is_read(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["run", "--source", "/nowhere", "--store", "s3://bkt", "--variant-size", "8"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Variant size (--variant-size, param 'variant_size') 8 must lie in 16..1024 px")

@@ -1,183 +1,96 @@
-"""Every image is decoded or proven decodable before it is published: PNGs whose chunks are all sound (valid
-CRCs, so extract lets them land) but whose pixels cannot be decoded are refused with their reason, and the
-structural check agrees with a full Pillow decode on each of them."""
+"""Pixels: an 8-bit gray image is published as its raw bytes, others are converted once to 8-bit gray, the variant
+is downsized; every image is proven decodable before, whatever needs decoding, and bytes unlike the manifest
+fail the run instead of being quarantined."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import png as images
+from pipeline.convert import pixels
+from pipeline.errors import ImageError, UndecodableImageError
+from pipeline.png import read_header
 from tests.reference import IMAGES as REAL
+from tests.unit.test_png import BROKEN, GOOD, adam7_rows, build_png, pillow_decodes
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def build_png(
-    width: int,
-    height: int,
-    raw: bytes,
-    *,
-    depth: int = 8,
-    color: int = 0,
-    interlace: int = 0,
-    extra: tuple[bytes, ...] = (),
-    idat_parts: int = 1,
-    packed: bytes | None = None,
-) -> bytes:
-    """A PNG from already-filtered scanline bytes (or an IDAT payload as it is), every chunk CRC computed (so
-    ``check_png`` passes)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
-    packed = zlib.compress(raw) if packed is None else packed
-    step = -(-len(packed) // idat_parts)
-    idats = b"".join(_chunk(b"IDAT", packed[i : i + step]) for i in range(0, len(packed), step))
-    return images.PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + b"".join(extra) + idats + _chunk(b"IEND", b"")
-
-
-def gray_rows(width: int, height: int, filter_type: int = 0) -> bytes:
-    rng = np.random.default_rng(width * 31 + height)
-    pixels = rng.integers(0, 256, (height, width), dtype=np.uint8)
-    return b"".join(bytes([filter_type]) + row.tobytes() for row in pixels)
-
-
-ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def adam7_rows(width: int, height: int, bits: int = 8) -> bytes:
-    """Filter-0 scanlines of every non-empty Adam7 pass of an image of ``bits`` bits a pixel."""
-    out = b""
-    for x0, y0, dx, dy in ADAM7:
-        w, h = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if w > 0 and h > 0:
-            out += (b"\0" + bytes(i * 37 % 256 for i in range((w * bits + 7) // 8))) * h
-    return out
-
-
-def pillow_decodes(data: bytes) -> bool:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-    except Exception:
-        return False
-    return True
-
-
-def _check(data: bytes) -> None:
-    images.check_decodable(data, images.check_png(data))
-
-
-GOOD = build_png(40, 30, gray_rows(40, 30))
-PACKED = zlib.compress(gray_rows(40, 30))
-#: name -> (a PNG whose every chunk CRC is valid, what the refusal says)
-BROKEN: dict[str, tuple[bytes, str]] = {
-    "truncated IDAT data": (build_png(40, 30, gray_rows(40, 30)[:-200]), "holds 1030 of the 1230 bytes"),
-    "IHDR larger than the data": (build_png(40, 300, gray_rows(40, 30)), "IHDR claims a larger image"),
-    "bit depth 3": (build_png(40, 30, gray_rows(40, 30), depth=3), "unsupported bit depth 3 for colour type 0"),
-    "16-bit palette": (build_png(40, 30, gray_rows(80, 30), depth=16, color=3), "bit depth 16 for colour type 3"),
-    "filter type 9": (build_png(40, 30, gray_rows(40, 30, filter_type=9)), "scanline 0 of the 40x30 L image"),
-    "IDAT not zlib": (build_png(40, 30, b"", packed=b"\x78\x9c" + bytes(range(7, 250))), "not a valid zlib stream"),
-    "wrong zlib checksum": (
-        build_png(40, 30, b"", packed=PACKED[:-1] + bytes([PACKED[-1] ^ 1])),
-        "incorrect data check",
-    ),
-    "no end of stream": (build_png(40, 30, b"", packed=PACKED[:-4]), "its zlib stream has no end"),
-    "more data than IHDR": (build_png(40, 30, gray_rows(40, 31)), "holds more than the 1230 bytes a 40x30 L image"),
-    "bytes after the stream": (build_png(40, 30, b"", packed=PACKED + b"hidden"), "6 bytes after the end of its zlib"),
-}
-
-
-def test_sound_images_pass_the_check_real_synthetic_interlaced_and_split_idat() -> None:
-    for path in REAL:
-        _check(path.read_bytes())
-    _check(GOOD)
-    _check(build_png(40, 30, gray_rows(40, 30), idat_parts=5))
-    interlaced = build_png(37, 29, adam7_rows(37, 29), interlace=1)
-    _check(interlaced)
-    assert pillow_decodes(interlaced)
+def _png(array: np.ndarray, mode: str | None = None) -> bytes:
     out = io.BytesIO()
-    Image.fromarray(np.arange(35 * 27, dtype=np.uint8).reshape(27, 35) % 251, "L").save(out, "PNG", interlace=1)
-    _check(out.getvalue())  # Pillow does not write Adam7, but reads it: this one is plain despite the flag
-    assert images.read_header(interlaced).is_gray8
+    Image.fromarray(array, mode=mode).save(out, format="PNG")
+    return out.getvalue()
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "I;16", "LA", "RGB", "RGBA", "P"])
-def test_every_mode_pillow_writes_passes_and_sub_byte_interlaced_scanlines_are_sized_right(mode: str) -> None:
-    rng = np.random.default_rng(7)
-    base = Image.fromarray(rng.integers(0, 256, (23, 45, 3), dtype=np.uint8), "RGB")
-    img = base.convert("I").point(lambda v: v * 200).convert("I;16") if mode == "I;16" else base.convert(mode)
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    _check(out.getvalue())
-    for depth, color, bits in ((1, 0, 1), (2, 0, 2), (4, 3, 4), (16, 0, 16), (16, 6, 64)):
-        extra = (_chunk(b"PLTE", bytes(48)),) if color == 3 else ()
-        data = build_png(13, 11, adam7_rows(13, 11, bits), depth=depth, color=color, interlace=1, extra=extra)
-        _check(data)
-        assert pillow_decodes(data), (depth, color)
-        with pytest.raises(images.UndecodableImageError, match="interlaced image needs"):
-            _check(build_png(13, 11, adam7_rows(13, 11, bits)[:-1], depth=depth, color=color, interlace=1, extra=extra))
+def test_rgba_converts_to_its_luminance_and_keeps_size() -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    rgba = np.dstack([rgb, np.full((32, 48), 255, np.uint8)])
+    out = pixels.to_gray8_png(_png(rgba, "RGBA"))
+    expected = np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+    with Image.open(io.BytesIO(out)) as img:
+        assert img.mode == "L"
+        assert np.array_equal(np.asarray(img), expected)
 
 
-@pytest.mark.parametrize("case", list(BROKEN))
-def test_an_undecodable_image_with_valid_crcs_is_refused_with_its_reason(case: str) -> None:
-    data, says = BROKEN[case]
-    info = images.check_png(data)  # extract's check lets it land: every chunk CRC is right
-    with pytest.raises(images.UndecodableImageError, match=says):
-        images.check_decodable(data, info)
+def test_two_channel_keeps_the_gray_channel_and_16_bit_keeps_the_top_byte() -> None:
+    gray = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
+    la = np.dstack([gray.astype(np.uint8), np.full((64, 64), 200, np.uint8)])
+    with Image.open(io.BytesIO(pixels.to_gray8_png(_png(la, "LA")))) as img:
+        assert np.array_equal(np.asarray(img), gray.astype(np.uint8))
+    wide = (gray * 257).astype(np.uint16)
+    data = _png(wide)
+    assert read_header(data).mode == "L;16"
+    with Image.open(io.BytesIO(pixels.to_gray8_png(data))) as img:
+        assert np.array_equal(np.asarray(img), gray.astype(np.uint8))
 
 
-#: Broken images a Pillow decode lets through without an error (so its decode is no proof of decodability).
-PILLOW_SILENT = {
-    "IHDR larger than the data",
-    "no end of stream",
-    "more data than IHDR",
-    "bytes after the stream",
-}
+def test_a_gray8_image_is_published_as_its_raw_bytes_and_others_are_converted_once() -> None:
+    raw = REAL[0].read_bytes()
+    kept = pixels.process_image(raw, hashlib.sha256(raw).hexdigest(), "raw/a.png", 256)
+    assert kept.png is None  # the caller publishes ``raw`` itself; a worker never sends it back
+    assert (kept.converted, kept.sha256) == (False, hashlib.sha256(raw).hexdigest())
+    with Image.open(io.BytesIO(kept.small or b"")) as small:
+        assert (small.mode, max(small.size)) == ("L", 256)
+    rgba = _png(np.dstack([np.full((32, 48, 3), 90, np.uint8), np.full((32, 48), 255, np.uint8)]), "RGBA")
+    changed = pixels.process_image(rgba, hashlib.sha256(rgba).hexdigest(), "raw/b.png", None)
+    assert changed.png is not None
+    assert (changed.converted, changed.small) == (True, None)
+    assert changed.sha256 == hashlib.sha256(changed.png).hexdigest()
 
 
-@pytest.mark.parametrize("case", list(BROKEN))
-def test_the_check_refuses_all_that_a_pillow_decode_refuses_and_what_it_lets_through(case: str) -> None:
-    assert pillow_decodes(GOOD)
-    assert pillow_decodes(BROKEN[case][0]) == (case in PILLOW_SILENT), case
+def test_bytes_that_differ_from_the_manifest_name_the_object_and_the_fix() -> None:
+    raw = REAL[0].read_bytes()
+    with pytest.raises(ImageError, match=r"raw object raw/a\.png does not match .*re-run extract"):
+        pixels.process_image(raw, "0" * 64, "raw/a.png", None)
 
 
-def test_pillow_fills_pixel_data_that_ends_on_a_scanline_boundary_with_zeros() -> None:
-    data = BROKEN["IHDR larger than the data"][0]  # 30 scanlines of data, 300 in IHDR
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        pixels = np.asarray(img)
-    assert pixels.shape == (300, 40)
-    assert not pixels[30:].any()  # what the variant would have been made from
-
-
-def test_a_palette_image_without_its_palette_is_refused() -> None:
-    data = build_png(40, 30, gray_rows(40, 30), color=3)
-    assert pillow_decodes(data)  # with colours of its own making
-    with pytest.raises(images.UndecodableImageError, match="without a PLTE chunk"):
-        _check(data)
-    palette = _chunk(b"PLTE", bytes(range(256)) * 3)
-    _check(build_png(40, 30, gray_rows(40, 30), color=3, extra=(palette,)))
+def test_the_variant_keeps_the_aspect_ratio_and_averages_whole_blocks() -> None:
+    gray = np.repeat(np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4) * 16, 8, axis=0), 8, axis=1)
+    with Image.open(io.BytesIO(pixels.downsize_png(_png(gray), 4))) as img:
+        assert (img.mode, img.size) == ("L", (4, 4))
+        assert np.array_equal(np.asarray(img), np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
+    wide = np.full((30, 90), 77, np.uint8)
+    with Image.open(io.BytesIO(pixels.downsize_png(_png(wide), 64))) as img:
+        assert img.size == (64, 21)  # not an integer ratio: Lanczos, the long side as asked
+    with Image.open(io.BytesIO(pixels.downsize_png(_png(wide), 256))) as img:
+        assert img.size == (90, 30)  # never enlarged
 
 
 @pytest.mark.parametrize("variant", [None, 16], ids=["variant off", "variant on"])
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_process_image_refuses_every_broken_image_whatever_the_variant(case: str, variant: int | None) -> None:
     data, _ = BROKEN[case]
-    with pytest.raises(images.UndecodableImageError):
-        images.process_image(data, hashlib.sha256(data).hexdigest(), "raw/x.png", variant)
+    with pytest.raises(UndecodableImageError):
+        pixels.process_image(data, hashlib.sha256(data).hexdigest(), "raw/x.png", variant)
 
 
 @pytest.mark.parametrize("variant", [None, 16], ids=["variant off", "variant on"])
 def test_process_image_publishes_a_sound_gray8_image_as_it_is(variant: int | None) -> None:
     for data in (GOOD, build_png(37, 29, adam7_rows(37, 29), interlace=1)):
-        done = images.process_image(data, hashlib.sha256(data).hexdigest(), "raw/x.png", variant)
+        done = pixels.process_image(data, hashlib.sha256(data).hexdigest(), "raw/x.png", variant)
         assert (done.png, done.converted, done.sha256) == (None, False, hashlib.sha256(data).hexdigest())
         assert (done.small is None) == (variant is None)
 
@@ -185,11 +98,11 @@ def test_process_image_publishes_a_sound_gray8_image_as_it_is(variant: int | Non
 def test_an_image_to_convert_is_checked_too_not_only_decoded() -> None:
     rgb = build_png(40, 30, (b"\0" + bytes(120)) * 20, color=2)  # 20 of the 30 scanlines
     assert pillow_decodes(rgb)  # converting it would have published 10 made-up black rows
-    with pytest.raises(images.UndecodableImageError, match="holds 2420 of the 3630 bytes a 40x30 RGB image"):
-        images.process_image(rgb, hashlib.sha256(rgb).hexdigest(), "raw/x.png", None)
+    with pytest.raises(UndecodableImageError, match="holds 2420 of the 3630 bytes a 40x30 RGB image"):
+        pixels.process_image(rgb, hashlib.sha256(rgb).hexdigest(), "raw/x.png", None)
 
 
 def test_bytes_unlike_the_manifest_still_fail_the_run_not_quarantined() -> None:
-    with pytest.raises(images.ImageError, match="re-run extract") as caught:
-        images.process_image(GOOD, "0" * 64, "raw/x.png", None)
-    assert not isinstance(caught.value, images.UndecodableImageError)
+    with pytest.raises(ImageError, match="re-run extract") as caught:
+        pixels.process_image(GOOD, "0" * 64, "raw/x.png", None)
+    assert not isinstance(caught.value, UndecodableImageError)

@@ -21,10 +21,10 @@ from pathlib import Path
 with open(os.environ["PROBE_LOG"], "a") as fh:
     fh.write("imported\\n")
 if __name__ == "__main__":
-    from pipeline.convert import units as convert
+    from pipeline.convert import pool
     data = Path(sys.argv[1]).read_bytes()
     rows = [{"mode": "L", "sha256": hashlib.sha256(data).hexdigest(), "key": f"k{i}"} for i in range(20)]
-    proc = convert._Processor(len(rows), True, 64)
+    proc = pool.Processor(len(rows), True, 64)
     sizes = {len(proc.submit(r, data).result().small) for r in rows}
     proc.close()
     print("pool" if proc.pool is not None else "inline", len(sizes))
@@ -47,11 +47,11 @@ def test_workers_do_not_re_import_the_main_program(tmp_path: Path) -> None:
 
 
 def _inside_daemon(path: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    from pipeline.convert import units as convert
+    from pipeline.convert import pool
 
     data = Path(path).read_bytes()
     rows = [{"mode": "L", "sha256": hashlib.sha256(data).hexdigest(), "key": f"k{i}"} for i in range(20)]
-    proc = convert._Processor(len(rows), True, 64)
+    proc = pool.Processor(len(rows), True, 64)
     out.put((proc.pool is None, len(proc.run(rows[0], data).small or b"")))
 
 
@@ -67,20 +67,20 @@ def test_daemonic_processes_decode_in_thread() -> None:
 
 
 def test_an_undecodable_image_becomes_its_quarantine_row_in_thread_and_in_the_pool() -> None:
-    from pipeline.convert import units as convert
-    from tests.unit.convert.test_pixels import BROKEN
+    from pipeline.convert import pool
+    from tests.unit.test_png import BROKEN
 
     bad, _ = BROKEN["IHDR larger than the data"]
     row = {"image_index": "00000005_000.png", "shard": "images_002.zip", "member": "images/00000005_000.png",
            "key": "raw/x/00000005_000.png", "sha256": hashlib.sha256(bad).hexdigest(), "mode": "L"}  # fmt: skip
-    inline = convert._Processor(1, True, None)  # gray8 kept as it is: checked in the fetching thread
-    pooled = convert._Processor(20, True, 64)  # with a variant: decoded (and checked) in forked workers
+    inline = pool.Processor(1, True, None)  # gray8 kept as it is: checked in the fetching thread
+    pooled = pool.Processor(20, True, 64)  # with a variant: decoded (and checked) in forked workers
     try:
         assert inline.pool is None
         assert pooled.pool is not None
-        for future in (convert._settled(inline, row, bad), pooled.submit(row, bad)):
-            out = convert._sample(row, bad, future)
-            assert isinstance(out, convert.Rejected)
+        for future in (pool._settled(inline, row, bad), pooled.submit(row, bad)):
+            out = pool._sample(row, bad, future)
+            assert isinstance(out, pool.Rejected)
             assert out.row["reason_code"] == "undecodable_image"
             named = (out.row["source"], out.row["member"], out.row["image_index"])
             assert named == ("images_002.zip", "images/00000005_000.png", "00000005_000.png")

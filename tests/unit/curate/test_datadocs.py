@@ -9,7 +9,9 @@ import re
 import pytest
 
 from pipeline.curate.datadocs import EXTERNAL_ASSET_RE, build_data_docs, strip_external_assets
-from pipeline.curate.validate import SUITES_DIR, ValidationReport, validate_files
+from pipeline.curate.outcomes import ValidationReport
+from pipeline.curate.suites import SUITES_DIR
+from pipeline.curate.validate import validate_files
 from tests.reference import BBOX_FILE, DATA_ENTRY_FILE
 
 ANY_URL = re.compile(r"https?://", re.IGNORECASE)

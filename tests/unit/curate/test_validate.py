@@ -1,4 +1,4 @@
-"""Great Expectations validation of the metadata: severities, messages, suite loading and the CLI."""
+"""What is checked in each metadata file, how severe each failure is, and ``cxr validate`` on local files."""
 
 from __future__ import annotations
 
@@ -6,29 +6,21 @@ import json
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from pipeline.curate.metadata import FileTooLargeError, LoadedTable, UnreadableFileError, load_bboxes, load_data_entry
+from pipeline.curate.metadata import LoadedTable, load_bboxes, load_data_entry
+from pipeline.curate.outcomes import ExpectationOutcome, ValidationReport
+from pipeline.curate.quarantine import ROW_DEFECT_COLUMNS
+from pipeline.curate.suites import SUITES_DIR
 from pipeline.curate.validate import (
-    GX_SEVERITY,
-    ROW_DEFECT_COLUMNS,
-    SUITES_DIR,
-    BlockingValidationError,
-    DefectiveFileError,
-    ExpectationOutcome,
-    SuiteError,
-    ValidationReport,
-    load_suite,
-    raise_if_blocking,
-    run_suite,
     validate_bboxes,
     validate_data_entry,
     validate_files,
     validate_main,
     validate_split_lists,
 )
-from pipeline.nih import IMAGE_NAME_RE
+from pipeline.errors import DefectiveFileError, FileTooLargeError, UnreadableFileError
+from pipeline.ingest.files import MAX_FILE_BYTES, check_size
 from tests.reference import BBOX_FILE, DATA_ENTRY_FILE, REFERENCE
 
 BOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
@@ -276,63 +268,6 @@ def test_clean_split_lists_pass_without_data_entry() -> None:
     assert "name_known" not in {o.check for o in outcomes}
 
 
-@pytest.mark.parametrize("name", ["data_entry", "bbox", "split_lists"])
-def test_suite_files_are_gx_suites_with_both_severities(name: str) -> None:
-    payload = json.loads((SUITES_DIR / f"{name}.json").read_text())
-    suite = load_suite(SUITES_DIR / f"{name}.json")
-    assert suite.name == name
-    assert len(suite.expectations) == len(payload["expectations"])
-    checks = [e.meta["check"] for e in suite.expectations]
-    assert len(set(checks)) == len(checks)
-    for expectation in suite.expectations:
-        assert expectation.severity.value == GX_SEVERITY[expectation.meta["severity"]]
-    for spec in payload["expectations"]:
-        if "regex" in spec["kwargs"]:
-            pattern = re.compile(spec["kwargs"]["regex"])
-            for sample in ("00000001_000.png", "0000001_000.png", "00000001_000.png.x", "00000001_0000.png"):
-                assert bool(pattern.match(sample)) == bool(IMAGE_NAME_RE.match(sample))
-    round_trip = suite.to_json_dict()
-    assert [e["type"] for e in round_trip["expectations"]] == [e["type"] for e in payload["expectations"]]
-
-
-def test_suite_with_unknown_expectation_type_raises(tmp_path: Path, reference: LoadedTable) -> None:
-    payload = json.loads((SUITES_DIR / "bbox.json").read_text())
-    payload["expectations"].append(
-        {"type": "expect_box_to_be_pretty", "kwargs": {"column": "x"}, "meta": {"severity": "warning"}}
-    )
-    path = tmp_path / "bbox.json"
-    path.write_text(json.dumps(payload))
-    dropped = r"loaded 23 of 24 expectations; dropped \['expect_box_to_be_pretty'\]"
-    with pytest.raises(SuiteError, match=dropped):
-        load_suite(path)
-    with pytest.raises(SuiteError, match="expect_box_to_be_pretty"):
-        run_suite("bbox", pd.DataFrame({"line": [2]}), suite_path=path)
-
-
-def test_suite_without_severity_raises(tmp_path: Path) -> None:
-    payload = {"name": "s", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}]}
-    path = tmp_path / "s.json"
-    path.write_text(json.dumps(payload))
-    with pytest.raises(SuiteError, match=r"meta\.severity None"):
-        load_suite(path)
-
-
-def test_raise_if_blocking_lists_each_failure(entry_text: str) -> None:
-    table = entry_with(entry_text, "00000002_000.png,No Finding", "00000002_000.png,No Finding|Mass")
-    report = ValidationReport(validate_data_entry(table).outcomes, {"edited.csv": table.variant})
-    assert not report.ok
-    assert len(report.blocking_failures) == 1
-    with pytest.raises(BlockingValidationError) as caught:
-        raise_if_blocking(report)
-    message = str(caught.value)
-    assert "data_entry.no_finding_alone (expect_column_values_to_be_in_set on no_finding_alone)" in message
-    assert "1 of 2000 rows fail" in message
-    assert "line=5" in message
-    assert "'No Finding', 'Mass'" in message
-    assert caught.value.report is report
-    raise_if_blocking(ValidationReport([], {}))
-
-
 def write(path: Path, data: str | bytes) -> Path:
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
@@ -431,18 +366,6 @@ def test_cli_quarantines_split_list_lines_and_exits_0(tmp_path: Path, capsys: py
         assert any(text.strip().startswith(line) for text in out.splitlines()), line
 
 
-def test_many_quarantined_rows_are_listed_briefly(tmp_path: Path) -> None:
-    rows = "".join(f"{n:08d}_000.png,Mass,{n % 900},1,5,5\n" for n in range(1, 201))
-    rows += "".join(f"{n:08d}_000.png,Flu{'x' * 500},1,1,5,5\n" for n in range(300, 330))
-    report = validate_files([write(tmp_path / "boxes.csv", BOX_HEADER + rows)])
-    assert report.ok
-    assert len(report.row_defects) == 30
-    text = report.summary_text()
-    assert "... and 10 more" in text
-    assert max(len(line) for line in text.splitlines()) < 1000
-    assert "(503 chars)" in text
-
-
 def test_files_over_their_size_limit_are_refused_before_they_are_read(tmp_path: Path) -> None:
     import resource
 
@@ -460,3 +383,13 @@ def test_files_over_their_size_limit_are_refused_before_they_are_read(tmp_path: 
         fh.truncate(40 << 20)
     with pytest.raises(FileTooLargeError, match="over the 32 MiB limit for a split list"):
         validate_files([listed])
+
+
+def test_size_limits_are_per_kind_and_far_above_the_real_files() -> None:
+    assert MAX_FILE_BYTES["data_entry"] >= 10 * 8_500_000
+    assert MAX_FILE_BYTES["bbox"] >= 100 * 90_000
+    assert MAX_FILE_BYTES["split_list"] >= 10 * 1_600_000
+    check_size("BBox_List_2017.csv", MAX_FILE_BYTES["bbox"], "bbox")
+    with pytest.raises(FileTooLargeError, match=r"Data_Entry_2017\.csv: 1,073,741,824 bytes, over the 128 MiB limit"):
+        check_size("Data_Entry_2017.csv", 1 << 30, "data_entry")
+    assert issubclass(FileTooLargeError, UnreadableFileError)

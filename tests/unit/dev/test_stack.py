@@ -24,12 +24,12 @@ from pipeline.dev.stack import (
     StackError,
     StackInfo,
     is_port_free,
-    make_client,
     pick_ports,
     stack_down,
     stack_status,
     stack_up,
 )
+from pipeline.store.client import make_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -217,7 +217,7 @@ def test_local_s3_stop_leaves_nothing_behind() -> None:
     assert {i["name"] for i in json.loads(identities.read_text())["identities"]} == {"pipeline", "consumer"}
     assert _live_group_members(info.pid) == [info.pid]
     assert _seaweed_sockets(info.ports), "expected weed's gRPC sockets in /tmp while running"
-    make_client(info).list_buckets()
+    make_client(info.store_config()).list_buckets()
 
     local.stop()
 
@@ -230,13 +230,13 @@ def test_local_s3_stop_leaves_nothing_behind() -> None:
 @pytest.mark.integration
 def test_restart_with_new_keys_revokes_old_ones(tmp_path: Path) -> None:
     with LocalS3(data_dir=tmp_path / "s3") as first:
-        make_client(first).create_bucket(Bucket="kept")
+        make_client(first.store_config()).create_bucket(Bucket="kept")
     with LocalS3(data_dir=tmp_path / "s3") as second:
         assert second.access_key_id != first.access_key_id
-        assert [b["Name"] for b in make_client(second).list_buckets()["Buckets"]] == ["kept"]
+        assert [b["Name"] for b in make_client(second.store_config()).list_buckets()["Buckets"]] == ["kept"]
         stale = dataclasses.replace(first, endpoint_url=second.endpoint_url)
         with pytest.raises(ClientError) as error:
-            make_client(stale, attempts=1).list_buckets()
+            make_client(stale.store_config(), attempts=1).list_buckets()
         assert _error_code(error) == "InvalidAccessKeyId"
     assert not list(tmp_path.rglob("*.sock"))
 
@@ -267,7 +267,7 @@ def test_background_stack_survives_caller_and_keeps_data(tmp_path: Path) -> None
         for name in ("stack.json", "identities.json"):
             assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
         assert Path(info.data_dir) == (state / "data").resolve()
-        client = make_client(info)
+        client = make_client(info.store_config())
         client.create_bucket(Bucket="survivor")
         client.put_object(Bucket="survivor", Key="k", Body=b"still here")
 
@@ -283,7 +283,7 @@ def test_background_stack_survives_caller_and_keeps_data(tmp_path: Path) -> None
         again = stack_up(state)
         assert again.pid != pid
         assert (again.endpoint_url, again.secret_access_key) == (info.endpoint_url, info.secret_access_key)
-        assert make_client(again).get_object(Bucket="survivor", Key="k")["Body"].read() == b"still here"
+        assert make_client(again.store_config()).get_object(Bucket="survivor", Key="k")["Body"].read() == b"still here"
     finally:
         last = stack_status(state)
         stack_down(state)

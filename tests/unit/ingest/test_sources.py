@@ -1,20 +1,15 @@
-"""Finding the dataset's files in a directory, and reading them as seekable, self-hashing streams."""
+"""Finding the dataset's files in a source: archives, metadata, checksum lists, shard selection."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import random
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from pipeline.errors import BadDataError, SourceNotFoundError
-from pipeline.ingest import rangefile, remote, sources
-
-CSV = b"Image Index,Finding Labels\n"
+from pipeline.errors import BadDataError, FileTooLargeError, SourceNotFoundError
+from pipeline.ingest import files, sources
 
 
 def _touch(root: Path, *names: str, data: bytes = b"x") -> None:
@@ -118,65 +113,12 @@ def test_an_explicit_checksum_list_must_hold_md5_lines(mirror: Path, tmp_path_fa
         sources.discover(str(mirror), checksums="/no/such/file")
 
 
-def test_a_file_that_does_not_match_its_md5_is_named_with_both_sums(tmp_path: Path) -> None:
-    _touch(tmp_path, "images_001.zip", data=b"damaged")
-    ref = sources._local_ref(tmp_path / "images_001.zip")
-    ref = sources.FileRef(**{**ref.to_dict(), "md5": "0" * 32})
-    with pytest.raises(BadDataError, match=r"images_001\.zip .*md5 \w+ does not match 0{32}.*re-download it"):
-        sources.hash_file(ref)
-
-
 def test_changed_file_gets_a_new_fingerprint(tmp_path: Path) -> None:
     _touch(tmp_path, "images_001.zip", "Data_Entry_2017.csv")
     before = sources.discover(str(tmp_path)).shards[0].fingerprint
     assert sources.discover(str(tmp_path)).shards[0].fingerprint == before
     (tmp_path / "images_001.zip").write_bytes(b"yz")
     assert sources.discover(str(tmp_path)).shards[0].fingerprint != before
-
-
-def test_a_file_replaced_by_one_of_equal_size_and_mtime_gets_a_new_fingerprint(tmp_path: Path) -> None:
-    _touch(tmp_path, "images_001.zip", "Data_Entry_2017.csv", data=b"ab")
-    path = tmp_path / "images_001.zip"
-    before, stat = sources.discover(str(tmp_path)).shards[0], path.stat()
-    path.write_bytes(b"zz")  # in place: same inode, same size
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    after = sources.discover(str(tmp_path)).shards[0]
-    assert (after.size, path.stat().st_mtime_ns) == (before.size, stat.st_mtime_ns)
-    assert after.fingerprint != before.fingerprint
-    assert sources.content_identity(after) != sources.content_identity(before)
-
-
-def test_the_identity_of_a_file_names_its_location(tmp_path: Path) -> None:
-    for folder in ("a", "b"):
-        (tmp_path / folder).mkdir()
-        _touch(tmp_path / folder, "images_001.zip", "Data_Entry_2017.csv")
-    one, two = (sources.discover(str(tmp_path / f)).shards[0] for f in ("a", "b"))
-    assert sources.content_identity(one) != sources.content_identity(two)
-    assert sources.content_identity(one) == sources.content_identity(sources.discover(str(tmp_path / "a")).shards[0])
-
-
-@pytest.mark.parametrize(
-    ("location", "validator", "kind"),
-    [
-        ("s3://bucket/nih/images_001.zip", "9b2cf535f27731c974343645a3985328", "s3-etag"),
-        ("https://mirror/images_001.zip", '"5e1f-61a2"', "http-etag"),
-        ("https://mirror/images_001.zip", 'W/"5e1f-61a2"', "http-weak"),
-        ("https://mirror/images_001.zip", "Wed, 21 Oct 2015 07:28:00 GMT", "http-weak"),
-        ("https://mirror/images_001.zip", "", "none"),
-    ],
-)
-def test_a_remote_fingerprint_says_what_its_validator_is(location: str, validator: str, kind: str) -> None:
-    ref = sources._remote_ref(remote.RemoteInfo("images_001.zip", location, 42, validator))
-    assert ref.fingerprint == f"{kind}:{validator}:42"
-    assert (sources.content_identity(ref) is None) == (kind == "none")  # no tag: never taken as unchanged
-
-
-def test_the_identity_of_an_s3_file_names_its_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    ref = sources._remote_ref(remote.RemoteInfo("images_001.zip", "s3://bucket/images_001.zip", 42, "etag"))
-    monkeypatch.setenv("CXR_SOURCE_ENDPOINT_URL", "http://one:8333")
-    one = sources.content_identity(ref)
-    monkeypatch.setenv("CXR_SOURCE_ENDPOINT_URL", "http://two:8333")
-    assert sources.content_identity(ref) != one
 
 
 def test_a_replaced_file_in_an_unpacked_folder_changes_its_fingerprint(tmp_path: Path) -> None:
@@ -190,99 +132,6 @@ def test_a_replaced_file_in_an_unpacked_folder_changes_its_fingerprint(tmp_path:
     assert sources.discover(str(tmp_path)).shards[0].fingerprint != before
 
 
-# --- RangeFile ---------------------------------------------------------------------------------
-
-
-class MemoryRanges:
-    """An in-memory RangeSource that counts requests."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.location, self.size, self.requests = data, "mem://x", len(data), 0
-
-    def read_range(self, start: int, length: int) -> bytes:
-        self.requests += 1
-        return self.data[start : start + length]
-
-    def close(self) -> None:
-        pass
-
-
-def test_rangefile_reads_and_seeks_like_a_file() -> None:
-    data = random.Random(1).randbytes(10_000)
-    fh = rangefile.RangeFile(MemoryRanges(data), block_size=1024)
-    ref = io.BytesIO(data)
-    rng = random.Random(2)
-    for _ in range(300):
-        where, n = rng.randrange(0, 10_500), rng.randrange(0, 3000)
-        fh.seek(where)
-        ref.seek(where)
-        assert fh.read(n) == ref.read(n)
-        assert fh.tell() == ref.tell()
-    fh.seek(-10, io.SEEK_END)
-    assert fh.read() == data[-10:]
-    fh.close()
-
-
-def test_rangefile_digests_need_no_second_pass_for_a_zip() -> None:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i in range(40):
-            zf.writestr(f"images/{i:08d}_000.png", random.Random(i).randbytes(5000))
-    data = buf.getvalue()
-    source = MemoryRanges(data)
-    with rangefile.RangeFile(source, block_size=8192, md5=True) as fh:
-        with zipfile.ZipFile(fh) as zf:
-            for info in zf.infolist():
-                zf.read(info)
-        digests = fh.digests()
-    assert digests.sha256 == hashlib.sha256(data).hexdigest()
-    assert digests.md5 == hashlib.md5(data).hexdigest()
-    blocks = -(-len(data) // 8192)
-    assert source.requests <= blocks + 2  # every block once, the central directory perhaps twice
-
-
-def test_rangefile_digests_fill_what_was_never_read() -> None:
-    data = os.urandom(50_000)
-    with rangefile.RangeFile(MemoryRanges(data), block_size=4096) as fh:
-        fh.seek(30_000)
-        fh.read(100)
-        assert fh.digests().sha256 == hashlib.sha256(data).hexdigest()
-
-
-def test_local_ranges_read_files(tmp_path: Path) -> None:
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"0123456789")
-    src = remote.LocalRanges(path)
-    assert (src.size, src.read_range(3, 4), src.read_range(8, 10)) == (10, b"3456", b"89")
-    src.close()
-
-
-def test_resume_retries_from_where_a_response_broke(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "BACKOFF_FIRST_S", 0.0)
-    data = bytes(range(256)) * 40
-    asked: list[tuple[int, int]] = []
-
-    def flaky(buf: bytearray, offset: int, end: int) -> None:
-        asked.append((offset, end))
-        buf += data[offset : min(end, offset + 3000)]
-        if len(asked) < 4:
-            raise ConnectionResetError("connection reset by peer")
-
-    assert remote.fill("test", 0, len(data), flaky) == data
-    assert [a[0] for a in asked[:4]] == [0, 3000, 6000, 9000]
-
-
-def test_resume_gives_up_after_attempts_without_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(remote, "BACKOFF_FIRST_S", 0.0)
-
-    def dead(buf: bytearray, offset: int, end: int) -> None:
-        raise ConnectionRefusedError("refused")
-
-    with pytest.raises(remote.SourceUnavailableError, match=r"test: 8 attempts in a row failed at byte 0") as info:
-        remote.fill("test", 0, 10, dead)
-    assert info.value.retryable
-
-
 def test_unpacked_kaggle_folders_are_shards_and_their_fingerprint_follows_their_content(tmp_path: Path) -> None:
     (tmp_path / "images_001" / "images").mkdir(parents=True)
     (tmp_path / "images_001" / "images" / "00000001_000.png").write_bytes(b"png")
@@ -290,8 +139,8 @@ def test_unpacked_kaggle_folders_are_shards_and_their_fingerprint_follows_their_
     _touch(tmp_path, "images_002.zip", "Data_Entry_2017.csv")
     listing = sources.discover(str(tmp_path))
     assert [ref.name for ref in listing.shards] == ["images_001", "images_002.zip"]
-    assert sources.is_folder(listing.shards[0])
-    assert not sources.is_folder(listing.shards[1])
+    assert files.is_folder(listing.shards[0])
+    assert not files.is_folder(listing.shards[1])
     before = listing.shards[0].fingerprint
     (tmp_path / "images_001" / "images" / "00000001_001.png").write_bytes(b"png")
     assert sources.discover(str(tmp_path)).shards[0].fingerprint != before
@@ -310,3 +159,25 @@ def test_run_options_reach_discovery(mirror: Path, monkeypatch: pytest.MonkeyPat
     listing = tasks._listing(tasks.config_from_params(params, "run-1"))
     assert listing.data_entry.name == "Data_Entry_2017.csv"
     assert [(ref.name, ref.md5) for ref in listing.shards] == [("images_002.zip", md5)]
+
+
+def test_a_metadata_file_over_its_size_limit_fails_discovery_before_it_is_read(mirror: Path) -> None:
+    with (mirror / "BBox_List_2017.csv").open("r+b") as fh:
+        fh.truncate(17 << 20)  # sparse: over the 16 MiB limit of a box list without taking the disk
+    with pytest.raises(FileTooLargeError, match=r"BBox_List_2017\.csv: 17,825,792 bytes, over the 16 MiB limit"):
+        sources.discover(str(mirror))
+
+
+def test_archive_names_give_their_kind_and_stem() -> None:
+    assert [sources.archive_kind(n) for n in ("images_001.zip", "images_01.tar.gz", "x.tgz", "x.tar", "md5.txt")] == [
+        "zip",
+        "tar",
+        "tar",
+        "tar",
+        None,
+    ]
+    assert [sources.shard_stem(n) for n in ("images_001.zip", "images_01.tar.gz", "images_001")] == [
+        "images_001",
+        "images_01",
+        "images_001",
+    ]

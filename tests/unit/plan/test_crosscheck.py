@@ -9,18 +9,19 @@ import pandas as pd
 import pytest
 
 from pipeline.curate.metadata import load_bboxes, load_data_entry
-from pipeline.curate.validate import ROW_DEFECT_COLUMNS, validate_bboxes
+from pipeline.curate.quarantine import ROW_DEFECT_COLUMNS
+from pipeline.curate.validate import validate_bboxes
 from pipeline.plan.crosscheck import (
     QUARANTINE_COLUMNS,
     QUARANTINE_KINDS,
     QUARANTINE_REASONS,
     SUBSET_REASONS,
     Curated,
-    accounting_lines,
     accounting_summary,
     attach_bboxes,
     reconcile,
 )
+from pipeline.plan.kinds import accounting_lines
 from tests.reference import BBOX_FILE, DATA_ENTRY_FILE, IMAGES
 
 ENTRY = "Data_Entry_2017.csv"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.curate import validate
+from pipeline.curate.outcomes import raise_if_blocking
+from pipeline.errors import BlockingValidationError
 from pipeline.plan import stats
 
 
@@ -38,8 +39,8 @@ def test_release_check_blocks_a_patient_in_two_splits_and_names_it() -> None:
     (failure,) = report.blocking_failures
     assert failure.check == "no_patient_leakage"
     assert failure.unexpected_count == 2
-    with pytest.raises(validate.BlockingValidationError, match="no patient has images in two splits"):
-        validate.raise_if_blocking(report)
+    with pytest.raises(BlockingValidationError, match="no patient has images in two splits"):
+        raise_if_blocking(report)
 
 
 def test_release_check_passes_a_patient_level_split() -> None:

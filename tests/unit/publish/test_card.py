@@ -1,17 +1,14 @@
-"""The dataset card's text and plots, and the Croissant description, from made-up facts (no store)."""
+"""The dataset card's text from made-up facts (no store)."""
 
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import pyarrow as pa
-from PIL import Image
 
 from pipeline import nih
 from pipeline.cli.releases import human_size
-from pipeline.plan.split import SPLITS
-from pipeline.publish import card, card_plots, croissant
+from pipeline.publish import card
 from pipeline.publish.diff import diff_tables
 
 
@@ -79,29 +76,6 @@ def test_card_names_what_was_quarantined_apart_from_what_the_source_lacks() -> N
         "| references to images not in this source (subset) | 97,103 | 94,143 split-list names, 984 boxes, "
         "1,976 Data_Entry rows name images this source does not hold (a partial download): not lost, not errors"
     ) in text
-
-
-def test_plots_are_deterministic_pngs() -> None:
-    prevalence = {s: {label: 0.1 * i for i, label in enumerate(nih.LABELS)} for s in SPLITS}
-    first = card_plots.label_prevalence_png(prevalence, nih.LABELS)
-    assert first == card_plots.label_prevalence_png(prevalence, nih.LABELS)
-    histogram = card_plots.age_histogram_png({"train": [1.0, 15.0, 95.0, float("nan")], "val": [], "test": [40.0]})
-    for png in (first, histogram):
-        assert Image.open(io.BytesIO(png)).format == "PNG"
-
-
-def test_age_bins_put_ninety_and_over_together_and_skip_missing() -> None:
-    assert card_plots.age_bins([0.5, 9.9, 10.0, 90.0, 104.0, float("nan")]) == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
-
-
-def test_axis_steps_are_round_numbers() -> None:
-    assert [card_plots.nice_step(top) for top in (7, 42, 95, 1200)] == [2.0, 10.0, 20.0, 500.0]
-
-
-def test_croissant_versions_follow_semver() -> None:
-    assert croissant.croissant_version("2026.01.05") == "2026.1.5"
-    assert croissant.croissant_version("2026.11.26.2") == "2026.11.26+2"
-    assert croissant.croissant_version("v7") is None
 
 
 def test_human_sizes() -> None:

@@ -1,10 +1,9 @@
-"""Store-relative paths shared by the stages: a run's private workspace and the release tree."""
+"""JSON and Parquet objects in the store: write and read them whole (small files: plans, manifests, tables)."""
 
 from __future__ import annotations
 
 import io
 import json
-import re
 from typing import Any
 
 import pandas as pd
@@ -12,18 +11,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.store.storage import Store
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def run_prefix(run_id: str) -> str:
-    """``runs/<run id made key-safe>``: intermediate results of one run, not part of any release."""
-    return "runs/" + _UNSAFE.sub("_", run_id).strip("_")
-
-
-def release_prefix(version: str) -> str:
-    """``releases/<version>``."""
-    return f"releases/{version}"
 
 
 def put_json(store: Store, rel: str, data: Any, *, if_absent: bool = False, if_match: str | None = None) -> str:

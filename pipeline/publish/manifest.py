@@ -1,0 +1,74 @@
+"""A release's ``manifest.json``: read it, and create it with a conditional write (the moment of publication).
+
+A release is visible only once ``releases/<version>/manifest.json`` exists; it is created with a
+conditional write (``If-None-Match: *``), so two publishers can never both publish one version, and it is
+written last, after every other file of the release was re-read and checked (:mod:`pipeline.publish.verify`).
+
+Why files are written in place rather than staged under another prefix and copied: the claim
+(:func:`pipeline.plan.versions.claim_version`) already makes the version's prefix private to runs with
+identical inputs, and nothing that lists or opens releases (:mod:`pipeline.publish.listing`, ``latest.json``,
+:mod:`pipeline.read.client`, ``cxr verify``) treats a version without a manifest as a release, so readers never
+see a half-written one. A staging prefix would only move that guarantee onto a server-side copy of every file
+(the 42 GB of images twice over, as Parquet and WebDataset), doubling the writes, and the copy would not be
+atomic either: the manifest would still be the moment of publication. Reruns stay idempotent: same inputs,
+same keys, same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from pipeline.errors import ReleaseConflictError, VerifyError
+from pipeline.store import layout
+from pipeline.store.storage import ObjectExistsError, Store
+from pipeline.store.tables import get_json, put_json
+
+MANIFEST = layout.MANIFEST
+#: Objects that may sit in a published release without a manifest entry (the manifest itself; a leftover claim).
+UNLISTED_OK = layout.UNLISTED
+
+
+def manifest_key(version: str) -> str:
+    """``releases/<version>/manifest.json``."""
+    return layout.manifest_key(version)
+
+
+def is_published(store: Store, version: str) -> bool:
+    """Whether ``version`` is a release: only its manifest makes it one."""
+    return store.exists(manifest_key(version))
+
+
+def read_manifest(store: Store, version: str) -> dict[str, Any] | None:
+    """Return a published release's manifest, or None when the version is not published."""
+    if not is_published(store, version):
+        return None
+    manifest: dict[str, Any] = get_json(store, manifest_key(version))
+    return manifest
+
+
+def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> tuple[str, bool]:
+    """Create the manifest (conditional write), re-read it, and return (its sha256, whether this call created it).
+
+    An identical release already there (same input fingerprint) is a no-op: ``created`` is False.
+
+    Raises:
+        ReleaseConflictError: another run published other content under ``version`` meanwhile.
+        VerifyError: the manifest reads back different from what was written.
+    """
+    key = manifest_key(version)
+    try:
+        sha = put_json(store, key, manifest, if_absent=True)
+    except ObjectExistsError:
+        existing = get_json(store, key)
+        if existing.get("input_fingerprint") != manifest.get("input_fingerprint"):
+            raise ReleaseConflictError(
+                f"release {version} was published meanwhile by run {existing.get('created_by_run')} with other "
+                "content; published releases never change: publish under another version"
+            ) from None
+        return hashlib.sha256(store.get_bytes(key)).hexdigest(), False
+    if hashlib.sha256(store.get_bytes(key)).hexdigest() != sha:
+        raise VerifyError(
+            f"{store.uri(key)} reads back different from what was written; check the store, then rerun the run"
+        )
+    return sha, True

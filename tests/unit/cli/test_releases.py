@@ -1,0 +1,56 @@
+"""``cxr releases list|show`` as a user reads them: sizes, the latest mark, a release's summary lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.cli import releases
+from pipeline.errors import InvalidNameError
+
+MANIFEST: dict[str, Any] = {
+    "version": "2026.11.26",
+    "published_at": "2026-11-26T02:14:00+00:00",
+    "created_by_run": "scheduled__2026-11-26",
+    "parent": "2026.11.25",
+    "pipeline_version": "0.1.0",
+    "input_fingerprint": "ab" * 32,
+    "split_mode": "official",
+    "config": {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2},
+    "images": 11,
+    "counts": {"train": 8, "val": 1, "test": 2},
+    "patients": {"train": 5, "val": 1, "test": 2},
+    "quarantined": 1,
+    "files": [{"path": "a", "size": 1536}, {"path": "b", "size": 1024}],
+    "validation": {"ok": True, "expectations": 42, "warnings": 1},
+}
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 << 30, "5.0 GiB"), (3 << 50, "3072.0 TiB")]
+)
+def test_sizes_are_given_in_binary_units(size: int, text: str) -> None:
+    assert releases.human_size(size) == text
+
+
+def test_a_list_row_marks_the_latest_release_and_adds_up_its_files() -> None:
+    row = releases._row("2026.11.26", MANIFEST, latest="2026.11.26")
+    assert row.startswith("2026.11.26      *      11       8       1       2")
+    assert row.endswith("2.5 KiB  2026.11.25")
+    assert "*" not in releases._row("2026.11.26", MANIFEST, latest="v9")
+
+
+def test_show_names_the_release_its_splits_and_its_validation() -> None:
+    lines = releases._show_lines(MANIFEST, latest="2026.11.26")
+    assert lines[0] == "release 2026.11.26  (latest)"
+    assert "  train              8 images        5 patients" in lines
+    assert "  quarantined        1" in lines
+    assert "  validation  ok: 42 expectations, 1 warnings" in lines
+    assert lines[-1] == "  card        README.md, croissant.json (beside manifest.json)"
+
+
+def test_a_release_argument_is_checked_before_the_store_is_asked() -> None:
+    releases._check_versions("latest", "v1")
+    with pytest.raises(InvalidNameError, match=r"'\.\./v1' must match"):
+        releases._check_versions("latest", "../v1")
