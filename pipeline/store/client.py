@@ -47,6 +47,20 @@ def client_settings(
     )
 
 
+def _check_key_pair(config: StoreConfig) -> None:
+    """Both keys or neither: botocore would sign with half a pair and fail with a TypeError."""
+    if bool(config.access_key_id) != bool(config.secret_access_key):
+        given, missing = (
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+            if config.access_key_id
+            else ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        )
+        raise UsageError(
+            f"the object store's keys are half given: {given} is set but {missing} is not; set both (or neither, "
+            "to use the store's Airflow connection or the default AWS credentials)"
+        )
+
+
 @functools.lru_cache(maxsize=16)
 def make_client(
     config: StoreConfig,
@@ -61,8 +75,9 @@ def make_client(
     Clients are thread-safe; creating one costs ~0.1 s of service-model loading, so it is cached.
 
     Raises:
-        UsageError: the endpoint is not a URL (names it and the setting to fix).
+        UsageError: the endpoint is not a URL, or only one of the two keys is given (names the setting to fix).
     """
+    _check_key_pair(config)
     session = boto3.session.Session(
         aws_access_key_id=config.access_key_id,
         aws_secret_access_key=config.secret_access_key,

@@ -44,3 +44,18 @@ def test_one_client_per_configuration_and_settings() -> None:
 def test_a_bad_endpoint_is_a_usage_error_naming_the_setting() -> None:
     with pytest.raises(UsageError, match=r"'not a url' is not a valid URL .*set AWS_ENDPOINT_URL"):
         make_client(StoreConfig("s3://cxr-demo", "not a url"))
+
+
+@pytest.mark.parametrize(
+    ("key_id", "secret", "named"),
+    [
+        (None, "wrong", "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not"),
+        ("AKID", None, "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+    ],
+)
+def test_half_a_key_pair_is_a_usage_error_naming_the_missing_key(
+    key_id: str | None, secret: str | None, named: str
+) -> None:
+    """botocore would sign with half a pair and fail with a TypeError deep inside a request."""
+    with pytest.raises(UsageError, match=named):
+        make_client(StoreConfig("s3://cxr-demo", "http://127.0.0.1:8333", key_id, secret))
