@@ -122,6 +122,11 @@ def _resolved(source: str) -> str:
 
 def _list_local(source: str) -> dict[str, FileRef]:
     root = Path(source)
+    if root.exists() and not root.is_dir():
+        raise SourceNotFoundError(
+            f"source {source} is a file, not a directory: point --source at the directory that holds the archives "
+            "and metadata files"
+        )
     if not root.is_dir():
         raise SourceNotFoundError(f"source directory {source} does not exist")
     files = {p.name: local_ref(p) for p in root.iterdir() if p.is_file() and not p.name.startswith(".")}

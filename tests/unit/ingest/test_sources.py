@@ -53,6 +53,9 @@ def test_missing_metadata_and_missing_archives_are_clear_errors(tmp_path: Path) 
         sources.discover(str(tmp_path))
     with pytest.raises(SourceNotFoundError, match="does not exist"):
         sources.discover(str(tmp_path / "nowhere"))
+    _touch(tmp_path, "Data_Entry_2017.csv")
+    with pytest.raises(SourceNotFoundError, match="is a file, not a directory: point --source at the directory"):
+        sources.discover(str(tmp_path / "Data_Entry_2017.csv"))
 
 
 def test_kaggle_sample_is_a_shard_with_its_own_labels(tmp_path: Path) -> None:
