@@ -9,7 +9,6 @@ import io
 import json
 import resource
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ ENTRY_HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
 )
 BAD_REAL_ROW = "label 'Cardiomegaly|Emphysema' is not one of the 8 bounding-box findings"
-
-
-@pytest.fixture(scope="module")
-def aws_env(s3_stack: StackInfo, s3_client: Any) -> Iterator[None]:
-    s3_client.create_bucket(Bucket=BUCKET)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3_stack.env().items():
-            mp.setenv(key, value)
-        yield
 
 
 def _run(source: Path, prefix: str, release: str = VERSION) -> tuple[dict[str, Any], Store]:

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,15 +88,6 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
         "test_entries": _count(lists[1], absent),
     }
     return Source(dest, absent, landed, row_removed, unlisted, subset)
-
-
-@pytest.fixture(scope="module")
-def aws_env(s3_stack: StackInfo, s3_client: Any) -> Iterator[None]:
-    s3_client.create_bucket(Bucket=BUCKET)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in s3_stack.env().items():
-            mp.setenv(key, value)
-        yield
 
 
 def _config(source: Path, run_id: str, release: str) -> Any:
