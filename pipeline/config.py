@@ -189,6 +189,7 @@ class RunConfig:
     dry_run: bool = _DEFAULTS["dry_run"]  # discover, extract, curate and plan; claim and publish nothing
     data_entry: str | None = _DEFAULTS["data_entry"]  # which metadata file when several (default: the v2020 one)
     checksums: str | None = _DEFAULTS["checksums"]  # md5 list (path, URI or a file name in the source)
+    annotations: tuple[str, ...] | None = _DEFAULTS["annotations"]  # annotation layers, each ID=LOCATION
     run_id: str = field(default_factory=lambda: "manual-" + uuid.uuid4().hex[:12])
     upload_workers: int = field(default_factory=lambda: int(os.environ.get("CXR_UPLOAD_WORKERS", "16")))
     shard_target_bytes: int = _DEFAULTS["shard_target_bytes"]

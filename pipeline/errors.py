@@ -200,6 +200,13 @@ class DefectiveFileError(UnreadableFileError):
     retryable = False
 
 
+class LayerSpecError(BadDataError, ValueError):
+    """An annotation layer's JSON spec (``<file>.layer.json``) is unreadable or breaks the spec's rules; the message
+    names the spec file, the key and what it must hold."""
+
+    retryable = False
+
+
 class SuiteError(PipelineError, ValueError):
     """An expectation suite JSON file (``expectations/`` or ``$CXR_EXPECTATIONS_DIR``) is invalid or GX did not
     load all of its expectations; fix the file the message names."""

@@ -200,6 +200,9 @@ OPTIONS: tuple[Option, ...] = (
            "the metadata file when several are present: 2017, v2020 (default) or a file name"),
     Option("checksums", str, None, "Checksum list",
            "md5 list to verify against: a path, URI or file name in the source (default: the one in the source)"),
+    Option("annotations", list, None, "Annotation layers",
+           "annotation layers published beside the primary labels, each ID=LOCATION (a file name in the source, a "
+           "path or a URI; the same ID twice joins two files into one layer)"),
     Option("variant_size", int, 256, "Variant size", "long side of the downsized PNG copy",
            minimum=16, maximum=1024, off=0, unit="px"),
     Option("shard_size_mb", int, 1024, "Shard size (MB)",

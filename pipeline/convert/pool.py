@@ -28,6 +28,7 @@ from pipeline.config import RunConfig
 from pipeline.convert.pixels import Processed, process_image
 from pipeline.convert.schema import to_record
 from pipeline.errors import UndecodableImageError
+from pipeline.layers.schema import Layer
 from pipeline.store.storage import Store
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class UnitRows:
     time, so the memory of a unit does not grow with its number of images."""
 
     table: pa.Table
+    layers: tuple[Layer, ...] = ()  # the release's annotation layers: each row's values go into its record
 
     def __len__(self) -> int:
         return int(self.table.num_rows)
@@ -180,11 +182,11 @@ def fetch_samples(store: Store, rows: UnitRows, cfg: RunConfig) -> Iterator[Samp
                 while len(fetching) > window or (fetching and fetching[0][1].done()):
                     advance()
                 while len(processing) > window or (processing and processing[0][2].done()):
-                    yield _sample(*processing.popleft())
+                    yield _sample(*processing.popleft(), rows.layers)
             while fetching:
                 advance()
             while processing:
-                yield _sample(*processing.popleft())
+                yield _sample(*processing.popleft(), rows.layers)
     finally:
         processor.close()
 
@@ -199,9 +201,12 @@ def _settled(processor: Processor, row: dict[str, Any], data: bytes) -> Future[P
     return done
 
 
-def _sample(row: dict[str, Any], data: bytes, future: Future[Processed]) -> Sample | Rejected:
+def _sample(
+    row: dict[str, Any], data: bytes, future: Future[Processed], layers: tuple[Layer, ...]
+) -> Sample | Rejected:
     try:
         done = future.result()
     except UndecodableImageError as exc:
         return rejected(row, exc)
-    return Sample(to_record(row, done.sha256, done.converted), data if done.png is None else done.png, done.small)
+    record = to_record(row, done.sha256, done.converted, layers)
+    return Sample(record, data if done.png is None else done.png, done.small)

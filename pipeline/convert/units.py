@@ -31,6 +31,7 @@ from pipeline.config import RunConfig
 from pipeline.convert.pool import Rejected, Sample, UnitRows, fetch_samples
 from pipeline.convert.schema import FINDING_COLUMNS, PIXEL_COLUMNS, release_schema
 from pipeline.convert.tarstream import TarStream
+from pipeline.layers.schema import Layer
 from pipeline.plan.planning import Plan, Unit
 from pipeline.progress import Progress
 from pipeline.store import layout
@@ -60,9 +61,9 @@ class ParquetParts:
     """Streams rows into Parquet files of bounded size, with row groups of bounded bytes, each file uploaded
     to the store while it is written (a multipart upload)."""
 
-    def __init__(self, store: Store, prefix: str, stem: str, cfg: RunConfig) -> None:
+    def __init__(self, store: Store, prefix: str, stem: str, cfg: RunConfig, layers: tuple[Layer, ...] = ()) -> None:
         self.store, self.prefix, self.stem, self.cfg = store, prefix, stem, cfg
-        self.schema = release_schema()
+        self.schema = release_schema(layers)
         self.files: list[dict[str, Any]] = []
         self._batch: list[dict[str, Any]] = []
         self._batch_bytes = self._file_bytes = self._rows = 0
@@ -138,7 +139,7 @@ def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, releas
     """Stream one unit's samples into its tar shard and Parquet file(s); images that cannot be decoded are left
     out and come back as quarantine rows."""
     progress = Progress(f"convert {unit.name}", len(rows), log)
-    parts = ParquetParts(store, f"{release}/parquet/split={unit.split}", unit.name, cfg)
+    parts = ParquetParts(store, f"{release}/parquet/split={unit.split}", unit.name, cfg, rows.layers)
     digests: list[dict[str, Any]] = []
     quarantine: list[dict[str, str]] = []
     try:
@@ -182,7 +183,8 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
         log.info("unit %s already converted in this run: skipped", unit.name)
         return _summary(get_json(store, done_key))
     rows = UnitRows(
-        get_table(store, layout.plan_table_key(plan.run_id), [("split", "==", unit.split), ("unit", "==", unit.index)])
+        get_table(store, layout.plan_table_key(plan.run_id), [("split", "==", unit.split), ("unit", "==", unit.index)]),
+        plan.annotation_layers(),
     )
     out = _write_unit(store, cfg, unit, rows, release)
     result = {

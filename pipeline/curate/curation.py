@@ -7,6 +7,10 @@ Expectations Data Docs that render offline (``data_docs/index.html`` and one pag
 copies ``validation/`` as it is. The validation results are written before a blocking failure stops the run,
 so they can be read afterwards.
 
+Files curated beyond these (annotation layers, :mod:`pipeline.layers.curation`) come in through an
+:class:`ExtraFiles` hook: their suite runs join the same validation report (a blocking failure in them stops the
+run as well) and their tables are kept beside the others.
+
 Each file is refused before it is read when it is over its kind's size limit
 (``pipeline.ingest.files.MAX_FILE_BYTES``).
 A row-level defect of an auxiliary file (box list, split lists) costs that row only: the row is left out of
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,10 +51,30 @@ class CurateResult:
     file_sha256: dict[str, str]
     bbox_file: str | None = None
     quarantined_rows: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # what the extra files' hook reports (e.g. layer ids)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What an :data:`ExtraFiles` hook curated: suite runs, variants and notes per file, SHA-256 per file (keyed as
+    the release's fingerprint should name them), and the frames and JSON documents to keep in the workspace
+    (relative to ``runs/<run>/``)."""
+
+    runs: list[outcomes.SuiteRun] = field(default_factory=list)
+    variants: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)
+    file_sha256: dict[str, str] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    documents: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+#: Curates further files of a source against the loaded Data_Entry table (called by :func:`load_all`).
+ExtraFiles = Callable[[SourceListing, metadata.LoadedTable], Extra]
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,7 @@ class LoadedMetadata:
     lists: dict[str, list[str]]
     file_sha256: dict[str, str]
     rejected: pd.DataFrame = field(default_factory=quarantine.empty_row_defects)
+    extra: Extra = field(default_factory=Extra)
 
 
 def _read(ref: FileRef, hashes: dict[str, str], kind: str) -> bytes:
@@ -97,8 +123,10 @@ def _split_lists(
     return run, lists
 
 
-def load_all(listing: SourceListing) -> LoadedMetadata:
+def load_all(listing: SourceListing, extra_files: ExtraFiles | None = None) -> LoadedMetadata:
     """Load and validate every metadata file of a source; quarantine the defective rows of auxiliary files.
+
+    ``extra_files`` curates further files (annotation layers) against the Data_Entry table; its runs join the report.
 
     Raises:
         UnreadableFileError, UnknownHeaderError (``pipeline.errors``): a file cannot be read or recognised, is
@@ -128,8 +156,13 @@ def load_all(listing: SourceListing) -> LoadedMetadata:
         variants |= {listing.train_val.name: "split_list/names", listing.test.name: "split_list/names"}
     elif listing.train_val is not None or listing.test is not None:
         log.warning("only one split list found: both train_val_list.txt and test_list.txt are needed; ignoring it")
+    extra = extra_files(listing, entry) if extra_files is not None else Extra()
+    runs += extra.runs
+    variants |= extra.variants
+    notes |= extra.notes
+    hashes |= extra.file_sha256
     report = outcomes.ValidationReport.from_runs(runs, variants, {name: n for name, n in notes.items() if n})
-    return LoadedMetadata(report, entry, boxes, lists, hashes, report.row_defects)
+    return LoadedMetadata(report, entry, boxes, lists, hashes, report.row_defects, extra)
 
 
 def write_validation(store: Store, prefix: str, report: outcomes.ValidationReport) -> None:
@@ -140,13 +173,13 @@ def write_validation(store: Store, prefix: str, report: outcomes.ValidationRepor
         store.put_bytes(f"{prefix}/validation/data_docs/{name}", page, content_type="text/html; charset=utf-8")
 
 
-def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
-    """Run the curate stage for one run.
+def curate(store: Store, listing: SourceListing, run_id: str, extra_files: ExtraFiles | None = None) -> CurateResult:
+    """Run the curate stage for one run (``extra_files``: see :func:`load_all`).
 
     Raises:
         BlockingValidationError: a blocking expectation failed (nothing is published).
     """
-    curated = load_all(listing)
+    curated = load_all(listing, extra_files)
     report, entry = curated.report, curated.entry
     prefix = run_prefix(run_id)
     write_validation(store, prefix, report)
@@ -165,6 +198,10 @@ def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
             ),
         )
     put_json(store, f"{prefix}/metadata_notes.json", {"variant": entry.variant, "notes": entry.notes})
+    for rel, frame in curated.extra.frames.items():
+        put_frame(store, f"{prefix}/{rel}", frame)
+    for rel, document in curated.extra.documents.items():
+        put_json(store, f"{prefix}/{rel}", document)
     bbox_file = listing.bbox.name if listing.bbox is not None else None
     return CurateResult(
         listing.data_entry.name,
@@ -175,4 +212,5 @@ def curate(store: Store, listing: SourceListing, run_id: str) -> CurateResult:
         curated.file_sha256,
         bbox_file,
         len(curated.rejected),
+        curated.extra.summary,
     )

@@ -46,12 +46,16 @@ MAX_FILE_BYTES: dict[str, int] = {
     "bbox": 16 * _MIB,
     "split_list": 32 * _MIB,
     "checksums": 16 * _MIB,
+    "annotation": 128 * _MIB,
+    "layer_spec": 1 * _MIB,
 }
 _KIND_TEXT: dict[str, tuple[str, str]] = {
     "data_entry": ("Data_Entry file", "about 8 MB"),
     "bbox": ("bounding-box list", "about 90 KB"),
     "split_list": ("split list", "at most 1.5 MB"),
     "checksums": ("md5 list", "under 1 KB"),
+    "annotation": ("annotation layer file", "at most the size of a Data_Entry file, about 8 MB"),
+    "layer_spec": ("annotation layer spec", "a few KB"),
 }
 
 

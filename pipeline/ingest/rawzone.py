@@ -180,6 +180,9 @@ def record_sources(store: Store, listing: SourceListing, run_id: str) -> str:
     for ref in (*listing.metadata_files(), *([listing.checksums] if listing.checksums else [])):
         digests = files.hash_file(ref)
         entries.append({**ref.to_dict(), "kind": "metadata", "sha256": digests.sha256, "md5_actual": digests.md5})
+    for ref in listing.annotation_files():
+        digests = files.hash_file(ref)
+        entries.append({**ref.to_dict(), "kind": "annotation", "sha256": digests.sha256, "md5_actual": digests.md5})
     rel = layout.source_manifest_key(run_id)  # beside the raw zone: outlives the run's workspace
     put_json(store, rel, {"source": listing.source, "data_entry": listing.data_entry.name, "files": entries})
     return store.uri(rel)

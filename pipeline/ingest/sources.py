@@ -55,6 +55,17 @@ _SHARD_FOLDER = re.compile(r"^images_[0-9]{2,3}\Z", re.ASCII)
 _MD5_LINE = re.compile(r"^(?P<md5>[0-9a-fA-F]{32})\s+\*?(?P<name>.+?)\s*$")
 _BSD_LINE = re.compile(r"^MD5\s*\((?P<name>.+)\)\s*=\s*(?P<md5>[0-9a-fA-F]{32})\s*$")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+#: A generic annotation layer's JSON spec sits beside its CSV: ``relabels.csv.layer.json`` or ``relabels.layer.json``.
+LAYER_SPEC_SUFFIX = ".layer.json"
+
+
+@dataclass(frozen=True)
+class AnnotationRef:
+    """An annotation layer of a run (``--annotations ID=LOCATION``): its id, its file(s) and the spec beside them."""
+
+    id: str
+    files: tuple[FileRef, ...]
+    spec: FileRef | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,11 @@ class SourceListing:
     train_val: FileRef | None
     test: FileRef | None
     checksums: FileRef | None = None
+    annotations: tuple[AnnotationRef, ...] = ()
+
+    def annotation_files(self) -> tuple[FileRef, ...]:
+        """Every annotation layer's files and specs."""
+        return tuple(f for a in self.annotations for f in (*a.files, *([a.spec] if a.spec else [])))
 
     def metadata_files(self) -> tuple[FileRef, ...]:
         """The CSV and list files, without the archives."""
@@ -206,17 +222,73 @@ def parse_md5_list(text: str) -> dict[str, str]:
     return sums
 
 
-def _ref_at(location: str) -> FileRef:
-    """A FileRef for a file named by its own path or URI (the checksum list given with --checksums)."""
+def _find_at(location: str) -> FileRef | None:
+    """A FileRef for a file named by its own path or URI; None when there is no such file."""
     if remote.is_s3(location) or remote.is_http(location):
         info = remote.s3_head(location) if remote.is_s3(location) else remote_http.http_head(location)
-        if info is None:
-            raise SourceNotFoundError(f"checksum list {location} not found")
-        return remote_ref(info)
+        return remote_ref(info) if info is not None else None
     path = Path(location)
-    if not path.is_file():
-        raise SourceNotFoundError(f"checksum list {location} not found")
-    return local_ref(path)
+    return local_ref(path) if path.is_file() else None
+
+
+def _ref_at(location: str, what: str = "checksum list") -> FileRef:
+    """A FileRef for a file named by its own path or URI (the checksum list given with --checksums)."""
+    ref = _find_at(location)
+    if ref is None:
+        raise SourceNotFoundError(f"{what} {location} not found")
+    return ref
+
+
+def spec_names(name: str) -> tuple[str, ...]:
+    """The names a layer file's spec may have beside it: ``<name>.layer.json``, then ``<stem>.layer.json``."""
+    stem = name[: -len(".csv")] if name.lower().endswith(".csv") else name
+    return tuple(dict.fromkeys((name + LAYER_SPEC_SUFFIX, stem + LAYER_SPEC_SUFFIX)))
+
+
+def _spec_beside(ref: FileRef, files: dict[str, FileRef], in_source: bool) -> FileRef | None:
+    for candidate in spec_names(ref.name):
+        if in_source:
+            if candidate in files:
+                return files[candidate]
+            continue
+        found = _find_at(ref.location[: len(ref.location) - len(ref.name)] + candidate)
+        if found is not None:
+            return found
+    return None
+
+
+def _annotations(files: dict[str, FileRef], where: str, given: dict[str, tuple[str, ...]]) -> tuple[AnnotationRef, ...]:
+    """Find each layer's files (a name in the source, a path or a URI) and the spec beside them.
+
+    Raises:
+        SourceNotFoundError: a layer file is not found (the message says where it was looked for).
+        BadDataError: the files of one layer have different specs beside them.
+    """
+    layers = []
+    for layer_id, locations in given.items():
+        refs, specs = [], []
+        for location in locations:
+            in_source = location in files
+            ref = files[location] if in_source else _find_at(location)
+            if ref is None:
+                raise SourceNotFoundError(
+                    f"annotation layer {layer_id!r}: {location} is neither a file in {where} nor a path or URI of "
+                    "a file; give the file's name in the source, its path or its URI"
+                )
+            check_size(ref.location, ref.size, "annotation")
+            refs.append(ref)
+            specs.append(_spec_beside(ref, files, in_source))
+        found = {s.location: s for s in specs if s is not None}
+        if len(found) > 1:
+            raise BadDataError(
+                f"annotation layer {layer_id!r}: its files have different specs beside them ({', '.join(found)}); "
+                "one layer has one spec: keep one, or give the files as separate layers"
+            )
+        spec = next(iter(found.values()), None)
+        if spec is not None:
+            check_size(spec.location, spec.size, "layer_spec")
+        layers.append(AnnotationRef(layer_id, tuple(refs), spec))
+    return tuple(layers)
 
 
 def _checksums(files: dict[str, FileRef], where: str, given: str | None) -> tuple[FileRef | None, dict[str, str]]:
@@ -240,7 +312,11 @@ def _with_md5(ref: FileRef | None, sums: dict[str, str]) -> FileRef | None:
 
 
 def discover(
-    source: str, shards: tuple[str, ...] | None = None, data_entry: str | None = None, checksums: str | None = None
+    source: str,
+    shards: tuple[str, ...] | None = None,
+    data_entry: str | None = None,
+    checksums: str | None = None,
+    annotations: dict[str, tuple[str, ...]] | None = None,
 ) -> SourceListing:
     """List the dataset files in a source.
 
@@ -250,6 +326,8 @@ def discover(
         data_entry: the metadata file when several are present (a file name, ``2017``, ``v2020``, ``sample``).
         checksums: an md5 list (a path, URI, or the name of a file in the source); by default one found
             in the source is used.
+        annotations: annotation layers, ``{id: (location, ...)}`` (:func:`pipeline.layers.schema.parse_annotations`);
+            each location a file name in the source, a path or a URI, a spec looked for beside each file.
 
     Raises:
         SourceNotFoundError: the source, the metadata CSV, every archive, or a named file is missing.
@@ -277,6 +355,7 @@ def discover(
         train_val=_with_md5(files.get(nih.TRAIN_VAL_LIST), sums),
         test=_with_md5(files.get(nih.TEST_LIST), sums),
         checksums=sums_ref,
+        annotations=_annotations(files, where, annotations or {}),
     )
     # a metadata file over its size limit fails the run here, before anything is read
     kinds: list[tuple[FileRef | None, str]] = [(entry, "data_entry"), (listing.bbox, "bbox")]

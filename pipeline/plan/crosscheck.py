@@ -47,6 +47,9 @@ QUARANTINE_REASONS: dict[str, str] = {
     "bbox_row_defect": "box list row with a defect (label, image name, coordinates or a repeat)",
     "list_entry_without_row": "split-list entry whose image has no Data_Entry row",
     "split_list_row_defect": "split-list line with a defect (not an image name, a repeat, or in both lists)",
+    "layer_row_defect": "annotation layer row with a defect (image name, value, patient id, or a repeat)",
+    "layer_row_without_row": "annotation layer row whose image has no Data_Entry row",
+    "layer_row_image_quarantined": "annotation layer row whose image is quarantined",
 }
 #: What each quarantine reason code counts: ``images`` (archive members), ``box_rows`` or ``split_list_rows``.
 QUARANTINE_KINDS: dict[str, str] = {
@@ -60,15 +63,23 @@ QUARANTINE_KINDS: dict[str, str] = {
     "bbox_row_defect": "box_rows",
     "list_entry_without_row": "split_list_rows",
     "split_list_row_defect": "split_list_rows",
+    "layer_row_defect": "layer_rows",
+    "layer_row_without_row": "layer_rows",
+    "layer_row_image_quarantined": "layer_rows",
 }
 #: Row defects found at curation (``validate.ROW_DEFECT_COLUMNS``'s ``kind``) -> quarantine reason code.
-ROW_DEFECT_CODES: dict[str, str] = {"bbox": "bbox_row_defect", "split_list": "split_list_row_defect"}
+ROW_DEFECT_CODES: dict[str, str] = {
+    "bbox": "bbox_row_defect",
+    "split_list": "split_list_row_defect",
+    "layer": "layer_row_defect",
+}
 #: Subset reason code -> wording: the item's image is not in this source (normal for a partial download).
 SUBSET_REASONS: dict[str, str] = {
     "data_entry_rows": "Data_Entry row: image not in this source (subset)",
     "bboxes": "box: image not in this source (subset)",
     "train_val_entries": "train_val list entry: image not in this source (subset)",
     "test_entries": "test list entry: image not in this source (subset)",
+    "layer_rows": "annotation layer row: image not in this source (subset)",
 }
 #: What each subset code counts: references to images this source does not hold.
 SUBSET_KINDS: dict[str, str] = {
@@ -76,6 +87,7 @@ SUBSET_KINDS: dict[str, str] = {
     "bboxes": "boxes",
     "train_val_entries": "split_list_names",
     "test_entries": "split_list_names",
+    "layer_rows": "layer_rows",
 }
 LIST_FILES: dict[str, str] = {"train_val": nih.TRAIN_VAL_LIST, "test": nih.TEST_LIST}
 MAX_REPORT_EXAMPLES = 20

@@ -17,6 +17,7 @@ KIND_WORDS: dict[str, tuple[str, str]] = {
     "box_rows": ("box row", "box rows"),
     "split_list_rows": ("split-list row", "split-list rows"),
     "split_list_names": ("split-list name", "split-list names"),
+    "layer_rows": ("annotation layer row", "annotation layer rows"),
     "boxes": ("box", "boxes"),
     "data_entry_rows": ("Data_Entry row", "Data_Entry rows"),
 }

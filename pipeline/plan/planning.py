@@ -3,7 +3,8 @@
 Every input image and metadata row ends up either in the plan (to be published) or in the
 quarantine table with its reason. The plan is kept in the run's workspace:
 
-- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, unit, raw key, sha256)
+- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, unit, raw key, sha256, and one
+  ``layer__<id>`` column per annotation layer: :mod:`pipeline.plan.annotations`)
 - ``runs/<run>/quarantine.parquet``: shard, member, image, reason
 - ``runs/<run>/plan.json``: version, input fingerprint, units, counts
 """
@@ -25,6 +26,8 @@ from pipeline.config import RunConfig
 from pipeline.curate.outcomes import ValidationReport, raise_if_blocking
 from pipeline.ingest.rawzone import archive_prefix
 from pipeline.ingest.sources import shard_stem
+from pipeline.layers.schema import Layer
+from pipeline.plan import annotations as plan_layers
 from pipeline.plan import split, stats, versions
 from pipeline.plan.crosscheck import CrossCheck, Curated, attach_bboxes, load_rejected, reconcile, write_report
 from pipeline.store import layout
@@ -65,10 +68,15 @@ class Plan:
     sources: dict[str, dict[str, str]] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     subset: dict[str, int] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # each annotation layer's ``Layer.to_dict()``
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
         return asdict(self)
+
+    def annotation_layers(self) -> tuple[Layer, ...]:
+        """The release's annotation layers, in the order the run named them."""
+        return tuple(Layer.from_dict(item) for item in self.layers)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -156,6 +164,7 @@ class Draft:
     fingerprint: str
     archives: dict[str, str]
     checks: ValidationReport
+    layers: tuple[Layer, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -178,10 +187,27 @@ def draft(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], cur
     rejected = load_rejected(store, prefix)  # auxiliary-file rows quarantined at curation
     curated_files = Curated(entry, curated["data_entry_file"], boxes, lists, curated.get("bbox_file"), rejected)
     checked = reconcile(raw, curated_files)
-    frame, mode = assign(attach_bboxes(checked.frame, boxes), cfg, lists)
+    joined = plan_layers.join_layers(
+        attach_bboxes(checked.frame, boxes),
+        plan_layers.load_layers(store, prefix),
+        set(entry["image_index"].astype("str")),
+        set(raw["image_index"].astype("str")),
+    )
+    checked = _with_layer_rows(checked, joined)
+    frame, mode = assign(joined.frame, cfg, lists)
     frame, units = cut_units(frame, cfg.shard_target_bytes)
     fp = fingerprint(cfg, mode, archives, curated["file_sha256"])
-    return Draft(frame, checked, units, mode, fp, archives, stats.check_release_metadata(frame))
+    return Draft(frame, checked, units, mode, fp, archives, stats.check_release_metadata(frame), joined.layers)
+
+
+def _with_layer_rows(checked: CrossCheck, joined: plan_layers.LayerJoin) -> CrossCheck:
+    """The cross-check with the layer rows that are quarantined or not in this source added to its tables."""
+
+    def add(table: pd.DataFrame, parts: list[pd.DataFrame]) -> pd.DataFrame:
+        parts = [part for part in parts if len(part)]
+        return pd.concat([table, *parts], ignore_index=True) if parts else table
+
+    return CrossCheck(checked.frame, add(checked.quarantine, joined.quarantine), add(checked.subset, joined.subset))
 
 
 def build_plan(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> Plan:
@@ -204,7 +230,7 @@ def build_plan(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]]
     reasons, subset = made.checked.quarantine_reasons(), made.checked.subset_counts()
     plan = Plan(
         cfg.run_id, version, made.fingerprint, unchanged, made.split_mode, todo, counts, len(quarantine), sources,
-        reasons, subset,
+        reasons, subset, [layer.to_dict() for layer in made.layers],
     )  # fmt: skip
     put_json(store, layout.plan_key(cfg.run_id), plan.to_dict())
     log.info(

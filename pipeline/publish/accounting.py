@@ -5,6 +5,7 @@ publishes nothing):
 
 * every input image (each row of the raw manifests of the run's shards) is published or quarantined;
 * every Data_Entry row is published, explained by its image's quarantine row, or absent from the source (subset);
+* every row of every annotation layer file is in its layer's table, quarantined, or absent from the source;
 * every published image appears exactly once in the Parquet files and once in the WebDataset shards, and the
   SHA-256 of its bytes there equals the ``sha256`` of its row in ``metadata.parquet``.
 """
@@ -52,6 +53,10 @@ class Accounting:
     rows_absent_from_source: int
     parquet_images_checked: int
     webdataset_images_checked: int
+    layer_rows: int = 0
+    layer_rows_published: int = 0
+    layer_rows_quarantined: int = 0
+    layer_rows_absent_from_source: int = 0
 
     def to_dict(self) -> dict[str, int]:
         """Return a JSON-able dict."""
@@ -94,6 +99,29 @@ def _check_digests(expected: dict[str, str], found: dict[str, str], where: str) 
         )
 
 
+def _layer_figures(plan: Plan, files: list[dict[str, Any]], quarantine: pd.DataFrame) -> dict[str, int]:
+    """Rows of the layer files, and where they went: the layers' tables, the quarantine, not in this source."""
+    tables = {f"annotations/{layer['id']}.parquet" for layer in plan.layers}
+    published = sum(int(f["rows"]) for f in files if str(f["path"]).split("/", 2)[-1] in tables)
+    codes = quarantine["reason_code"] if len(quarantine) else pd.Series([], dtype="str")
+    return {
+        "layer_rows": sum(int(f["rows"]) for layer in plan.layers for f in layer["files"]),
+        "layer_rows_published": published,
+        "layer_rows_quarantined": int(codes.astype("str").str.startswith("layer_row").sum()),
+        "layer_rows_absent_from_source": int(plan.subset.get("layer_rows", 0)),
+    }
+
+
+def _layer_problems(figures: Accounting) -> list[str]:
+    out = figures.layer_rows_published + figures.layer_rows_quarantined + figures.layer_rows_absent_from_source
+    if figures.layer_rows == out:
+        return []
+    return [
+        f"{figures.layer_rows} annotation layer rows != {figures.layer_rows_published} in the layers' tables + "
+        f"{figures.layer_rows_quarantined} quarantined + {figures.layer_rows_absent_from_source} absent from the source"
+    ]
+
+
 def check(
     store: Store, plan: Plan, meta: pd.DataFrame, files: list[dict[str, Any]], quarantine: pd.DataFrame | None = None
 ) -> Accounting:
@@ -121,8 +149,9 @@ def check(
         rows_absent_from_source=int((~names.isin(present)).sum()),
         parquet_images_checked=0,
         webdataset_images_checked=0,
+        **_layer_figures(plan, files, quarantine),
     )
-    problems = []
+    problems = _layer_problems(figures)
     if repeated:
         problems.append(f"{len(repeated)} image(s) published twice (e.g. {repeated[:3]})")
     if figures.input_images != figures.published_images + figures.quarantined_images:

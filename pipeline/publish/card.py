@@ -1,7 +1,8 @@
 """The dataset card of a release: ``README.md`` beside the data, with two PNG plots under ``card/``.
 
 The card is written for a person deciding whether and how to use the release: what is in it (images
-and patients per split, label prevalence, age/sex/view), what the pipeline did about the source's
+and patients per split, label prevalence, age/sex/view), its annotation layers beside the primary labels
+(coverage, agreement, relabels: :mod:`pipeline.layers.compare`), what the pipeline did about the source's
 quirks, what changed since the parent release, the dataset's known limitations, and how to cite it.
 It is deterministic for the same inputs (no clock, no run id), like every other file of a release.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import nih
+from pipeline.layers.compare import LayerComparison, render_section
 from pipeline.plan.kinds import kinds_text
 from pipeline.plan.split import SPLITS
 from pipeline.publish import card_plots
@@ -66,6 +68,8 @@ class CardFacts:
     provenance: dict[str, Any] = field(default_factory=dict)
     #: ``crosscheck.accounting_summary``: quarantined per kind, and references to images not in this source.
     accounting: dict[str, Any] = field(default_factory=dict)
+    #: One comparison per annotation layer, in the order the run named them (``pipeline.layers.compare``).
+    layers: tuple[LayerComparison, ...] = ()
 
 
 NOTE_TEXT = {
@@ -154,6 +158,39 @@ def _labels_section(facts: CardFacts) -> list[str]:
         "",
         *_table(["label", *SPLITS], rows),
     ]
+
+
+def _layer_heading(c: LayerComparison) -> list[str]:
+    layer = c.layer
+    files = [[f"`{f.name}`", f"`{f.sha256[:16]}…`", f"{f.rows:,}"] for f in layer.files]
+    if layer.spec is not None:
+        files.append([f"`{layer.spec.name}` (spec)", f"`{layer.spec.sha256[:16]}…`", ""])
+    lines = [
+        f"### `{layer.id}`",
+        "",
+        f"Kind `{layer.kind}`, format `{layer.variant}`; column `{layer.id}` (fields "
+        f"{', '.join(f'`{name}`' for name in layer.field_names)}) and table `annotations/{layer.id}.parquet`.",
+    ]
+    given = (("Description", layer.description), ("Citation", layer.citation), ("Licence", layer.licence))
+    for title, text in given:
+        lines += ["", f"{title}: {text}"] if text else []
+    return [*lines, "", *_table(["file", "sha256", "rows"], files), ""]
+
+
+def _layers_section(facts: CardFacts) -> list[str]:
+    if not facts.layers:
+        return []
+    lines = [
+        "## Annotation layers",
+        "",
+        "Label sets beside the primary labels. Each is one nullable struct column named by the layer id in "
+        "`metadata.parquet`, the Parquet rows and each WebDataset sample's `.json` (null where the layer does not "
+        "cover the image), and its own table `annotations/<id>.parquet` with the file and line of every row. "
+        "Layers never move an image between splits, and `labels` and the finding columns stay NIH's primary labels.",
+    ]
+    for comparison in facts.layers:
+        lines += ["", *_layer_heading(comparison), *render_section(comparison)]
+    return [*lines, ""]
 
 
 def _age_cell(summary: dict[str, Any], key: str) -> str:
@@ -258,6 +295,10 @@ def _diff_section(facts: CardFacts) -> list[str]:
         lines.append(f"**Warning: {counts['moved']} images changed split under the same split settings.**")
     elif counts["moved"]:
         lines.append("Images moved between splits because the split settings differ from the parent's.")
+    if facts.diff.layers:
+        rows = [[f"`{layer_id}`", *change.counts().values()] for layer_id, change in facts.diff.layers.items()]
+        lines += ["", "Annotation layers (images added to or removed from the layer, values changed):", ""]
+        lines += _table(["layer", "added", "removed", "changed", "unchanged"], rows)
     return lines
 
 
@@ -294,6 +335,7 @@ def render_card(facts: CardFacts) -> str:
         "",
         *_labels_section(facts),
         "",
+        *_layers_section(facts),
         *_patients_section(facts),
         "",
         *_quirks_section(facts),

@@ -2,7 +2,9 @@
 
 It lists the release's files with their SHA-256 (``metadata.parquet``, ``quarantine.parquet``) and
 file sets (the Parquet parts per split, the WebDataset shards), and describes two record sets:
-``metadata`` (one record per image, no pixels) and ``images`` (the same rows with the PNG bytes).
+``metadata`` (one record per image, no pixels) and ``images`` (the same rows with the PNG bytes). Each annotation
+layer the manifest lists adds its table ``annotations/<id>.parquet`` and a record set ``annotations_<id>``: one
+record per covered image (a box layer: one per box), its fields, and the file and line each row came from.
 File locations are relative to ``croissant.json``, so the description stays valid wherever the release
 is copied or mirrored.
 """
@@ -14,6 +16,7 @@ from typing import Any
 
 from pipeline import nih
 from pipeline.convert.schema import FINDING_COLUMNS
+from pipeline.layers.schema import Layer
 from pipeline.plan.split import SPLITS
 from pipeline.publish.card import CITATION
 
@@ -73,8 +76,27 @@ def _file_set(ident: str, includes: list[str], fmt: str, description: str) -> di
     }
 
 
-def _field(record_set: str, source: str, column: str, data_type: str, description: str) -> dict[str, Any]:
-    return {
+#: A layer field's type -> its Croissant data type (``labels`` is a repeated ``sc:Text``).
+LAYER_DATA_TYPES = {"bool": "sc:Boolean", "string": "sc:Text", "labels": "sc:Text"}
+#: A box layer's table has one row per box: these columns after ``image_index``.
+BOX_COLUMNS: dict[str, tuple[str, str]] = {
+    "label": ("sc:Text", "The finding the box marks, as the layer's file spells it."),
+    "x": ("sc:Float", "Left edge of the box, in pixels of the original 1024x1024 image."),
+    "y": ("sc:Float", "Top edge of the box, in pixels of the original 1024x1024 image."),
+    "w": ("sc:Float", "Width of the box in pixels."),
+    "h": ("sc:Float", "Height of the box in pixels."),
+}
+#: Every layer table ends with where each row came from.
+PROVENANCE_COLUMNS: dict[str, tuple[str, str]] = {
+    "source_file": ("sc:Text", "The layer file the row was read from."),
+    "line": ("sc:Integer", "The row's line in that file (1 is the header)."),
+}
+
+
+def _field(
+    record_set: str, source: str, column: str, data_type: str, description: str, *, repeated: bool = False
+) -> dict[str, Any]:
+    field: dict[str, Any] = {
         "@type": "cr:Field",
         "@id": f"{record_set}/{column}",
         "name": column,
@@ -83,6 +105,9 @@ def _field(record_set: str, source: str, column: str, data_type: str, descriptio
         "source": {"fileObject" if source.endswith(".parquet") else "fileSet": {"@id": source},
                    "extract": {"column": column}},
     }  # fmt: skip
+    if repeated:
+        field["repeated"] = True
+    return field
 
 
 def _fields(record_set: str, source: str) -> list[dict[str, Any]]:
@@ -112,6 +137,52 @@ def _distribution(files: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def layers_of(manifest: dict[str, Any]) -> list[tuple[Layer, str]]:
+    """The manifest's annotation layers with their table's release-relative path (none in an older release)."""
+    return [
+        (Layer.from_dict(entry), str(entry.get("table") or f"annotations/{entry['id']}.parquet"))
+        for entry in manifest.get("annotations") or []
+    ]
+
+
+def _layer_file(layer: Layer, table: str, files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    described = layer.description or f"{layer.kind} layer read from {', '.join(f.name for f in layer.files)}"
+    return _file_object(table, files[table], f"Annotation layer `{layer.id}` as normalised: {described}")
+
+
+def _layer_fields(layer: Layer, record_set: str, table: str) -> list[dict[str, Any]]:
+    fields = [
+        _field(record_set, table, "image_index", "sc:Text", "Image file name (the release's image_index)."),
+        _field(record_set, table, "image_id", "sc:Text", "Image name without extension (the release's image_id)."),
+    ]
+    if layer.kind == "boxes":
+        fields += [_field(record_set, table, col, kind, text) for col, (kind, text) in BOX_COLUMNS.items()]
+    else:
+        for f in layer.fields:
+            text = f.description or f"{f.name} in layer {layer.id}"
+            fields.append(
+                _field(record_set, table, f.name, LAYER_DATA_TYPES[f.type], text, repeated=f.type == "labels")
+            )
+    fields += [_field(record_set, table, col, kind, text) for col, (kind, text) in PROVENANCE_COLUMNS.items()]
+    return fields
+
+
+def _layer_record_set(layer: Layer, table: str) -> dict[str, Any]:
+    ident = f"annotations_{layer.id}"
+    per = "box" if layer.kind == "boxes" else "image the layer covers"
+    record_set: dict[str, Any] = {
+        "@type": "cr:RecordSet",
+        "@id": ident,
+        "name": ident,
+        "description": f"Annotation layer `{layer.id}` ({layer.kind}, {layer.variant}): one record per {per}; "
+        f"the same values are the struct column `{layer.id}` of `metadata`.",
+        "field": _layer_fields(layer, ident, table),
+    }
+    if layer.kind != "boxes":
+        record_set["key"] = {"@id": f"{ident}/image_index"}
+    return record_set
+
+
 def _images_record_set() -> dict[str, Any]:
     fields = _fields("images", "parquet-files")
     image = _field("images", "parquet-files", "image", "sc:ImageObject", "The PNG image (8-bit grayscale).")
@@ -129,12 +200,14 @@ def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], 
     """The Croissant JSON-LD of a release.
 
     Args:
-        manifest: The release's manifest fields known so far (version, counts, config, ...).
-        files: Release-relative path -> manifest file entry (needs ``metadata.parquet`` and ``quarantine.parquet``).
+        manifest: The release's manifest fields known so far (version, counts, ``annotations``, ...).
+        files: Release-relative path -> manifest file entry (needs ``metadata.parquet``, ``quarantine.parquet`` and
+            each layer's ``annotations/<id>.parquet``).
         url: Where the release lives (``s3://bucket/prefix/releases/<version>/``).
     """
     version = str(manifest["version"])
     counts = manifest.get("counts", {})
+    layers = layers_of(manifest)
     doc: dict[str, Any] = {
         "@context": context(),
         "@type": "sc:Dataset",
@@ -150,7 +223,7 @@ def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], 
         "url": url,
         "creator": {"@type": "sc:Organization", "name": "NIH Clinical Center", "url": "https://www.cc.nih.gov/"},
         "keywords": ["chest x-ray", "radiology", "multi-label classification", "medical imaging"],
-        "distribution": _distribution(files),
+        "distribution": [*_distribution(files), *(_layer_file(lay, path, files) for lay, path in layers)],
         "recordSet": [
             {
                 "@type": "cr:RecordSet",
@@ -161,6 +234,7 @@ def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], 
                 "field": _fields("metadata", "metadata.parquet"),
             },
             _images_record_set(),
+            *(_layer_record_set(lay, path) for lay, path in layers),
         ],
     }
     match = _DATE_VERSION.match(version)

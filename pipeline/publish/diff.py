@@ -1,9 +1,11 @@
-"""What changed between two releases: images added, removed, relabelled, and moved between splits.
+"""What changed between two releases: images added, removed, relabelled, and moved between splits; and per layer.
 
 Releases are compared on their ``metadata.parquet`` (one row per image, no pixels), keyed by
 ``image_index``. An image is *relabelled* when its set of labels changed, and *moved* when its split
 changed. Releases built with the same split settings (mode, seed, val and test fractions) must move
 nothing: a patient's split is a pure function of those settings (see :mod:`pipeline.plan.split`).
+Every annotation layer of either release (a struct column named by its id) is compared too: images added to or
+removed from the layer and values changed (:mod:`pipeline.layers.changes`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow as pa
 
 from pipeline import nih
 from pipeline.errors import ReleaseNotFoundError
+from pipeline.layers.changes import LayerChange, layer_changes
 from pipeline.publish.listing import resolve_version
 from pipeline.publish.manifest import read_manifest
 from pipeline.store.layout import release_prefix
@@ -48,6 +51,8 @@ class ReleaseDiff:
     moved: list[Change] = field(default_factory=list)
     unchanged: int = 0
     same_split_settings: bool = True
+    #: layer id -> its changes, for every layer of either release (the primary counts leave layers out).
+    layers: dict[str, LayerChange] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Number of images in each category."""
@@ -79,6 +84,7 @@ class ReleaseDiff:
             "removed": cap(self.removed),
             "relabelled": [asdict(c) for c in cap(self.relabelled)],
             "moved": [asdict(c) for c in cap(self.moved)],
+            "layers": {layer_id: change.to_json(limit) for layer_id, change in self.layers.items()},
         }
 
 
@@ -97,7 +103,8 @@ def _index(table: pa.Table) -> dict[str, tuple[str, str]]:
 def diff_tables(
     old: pa.Table, new: pa.Table, old_version: str | None, new_version: str, same_split_settings: bool
 ) -> ReleaseDiff:
-    """Compare two metadata tables (columns ``image_index``, ``labels``, ``split``)."""
+    """Compare two metadata tables (columns ``image_index``, ``labels``, ``split``; every further column of either
+    table is an annotation layer's struct column, named by the layer id)."""
     before, after = _index(old), _index(new)
     common = sorted(before.keys() & after.keys())
     relabelled = [Change(n, before[n][0], after[n][0]) for n in common if before[n][0] != after[n][0]]
@@ -112,7 +119,18 @@ def diff_tables(
         moved=moved,
         unchanged=len(common) - len(changed),
         same_split_settings=same_split_settings,
+        layers={layer_id: layer_changes(old, new, layer_id) for layer_id in layer_columns(old, new)},
     )
+
+
+def layer_columns(old: pa.Table, new: pa.Table) -> list[str]:
+    """The layer columns of either table: every column besides ``DIFF_COLUMNS``, sorted."""
+    return sorted((set(old.column_names) | set(new.column_names)) - set(DIFF_COLUMNS))
+
+
+def layer_ids(manifest: dict[str, Any]) -> list[str]:
+    """The ids of a release's annotation layers (its manifest's ``annotations``; none in an older release)."""
+    return [str(entry["id"]) for entry in manifest.get("annotations") or []]
 
 
 def split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -129,10 +147,15 @@ def split_settings(manifest: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def read_metadata(store: Store, version: str) -> pa.Table:
-    """Read a published release's ``metadata.parquet`` (only the columns a diff needs)."""
+def read_metadata(store: Store, version: str, manifest: dict[str, Any] | None = None) -> pa.Table:
+    """Read a published release's ``metadata.parquet``: the columns a diff needs and the layers its manifest lists.
+
+    ``manifest`` is the release's own, when the caller has it already (else it is read from the store).
+    """
+    if manifest is None:
+        manifest = read_manifest(store, version) or {}
     body = store.get_bytes(f"{release_prefix(version)}/metadata.parquet")
-    return parquet_table(body, columns=DIFF_COLUMNS)
+    return parquet_table(body, columns=DIFF_COLUMNS + layer_ids(manifest))
 
 
 def _published(store: Store, version: str) -> tuple[str, dict[str, Any]]:
@@ -148,9 +171,9 @@ def diff_releases(store: Store, old: str, new: str) -> ReleaseDiff:
     old_version, old_manifest = _published(store, old)
     new_version, new_manifest = _published(store, new)
     same = split_settings(old_manifest) == split_settings(new_manifest)
-    return diff_tables(
-        read_metadata(store, old_version), read_metadata(store, new_version), old_version, new_version, same
-    )
+    old_table = read_metadata(store, old_version, old_manifest)
+    new_table = read_metadata(store, new_version, new_manifest)
+    return diff_tables(old_table, new_table, old_version, new_version, same)
 
 
 def _listing(title: str, changes: list[str], limit: int) -> list[str]:
@@ -181,7 +204,24 @@ def render_text(diff: ReleaseDiff, limit: int = 20) -> str:
     lines += _listing("removed", diff.removed, limit)
     lines += _listing("relabelled", [f"{c.image_index}: {c.before} -> {c.after}" for c in diff.relabelled], limit)
     lines += _listing("moved", [f"{c.image_index}: {c.before} -> {c.after}" for c in diff.moved], limit)
+    for layer_id, change in diff.layers.items():
+        lines += _layer_lines(diff, layer_id, change, limit)
     return "\n".join(lines)
+
+
+def _layer_lines(diff: ReleaseDiff, layer_id: str, change: LayerChange, limit: int) -> list[str]:
+    """One layer's part of the text report: its counts, then up to ``limit`` examples per category."""
+    where = ""
+    if not change.in_old:
+        where = f" (new: not in release {diff.old})"
+    elif not change.in_new:
+        where = f" (dropped: not in release {diff.new})"
+    lines = [f"layer {layer_id}{where}"]
+    lines += [f"  {name:<10} {count:>8}" for name, count in change.counts().items()]
+    listed = _listing("added to the layer", change.added, limit)
+    listed += _listing("removed from the layer", change.removed, limit)
+    listed += _listing("values changed", [f"{c.image_index}: {c.before} -> {c.after}" for c in change.changed], limit)
+    return lines + [f"  {line}" for line in listed]
 
 
 def render_json(diff: ReleaseDiff) -> str:

@@ -26,8 +26,12 @@ import pipeline
 from pipeline import faults, nih
 from pipeline.config import RunConfig
 from pipeline.convert.pool import CONVERT_QUARANTINE_REASONS, UNDECODABLE
-from pipeline.convert.schema import metadata_schema, release_schema, to_record
+from pipeline.convert.schema import metadata_schema, to_record
 from pipeline.errors import PipelineError, VerifyError
+from pipeline.layers import compare
+from pipeline.layers import release as layer_release
+from pipeline.layers.schema import Layer
+from pipeline.plan import annotations as plan_layers
 from pipeline.plan.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, accounting_summary
 from pipeline.plan.planning import Plan, Unit
 from pipeline.plan.split import SPLITS
@@ -36,7 +40,7 @@ from pipeline.publish import accounting, card, croissant, diff
 from pipeline.publish.card import CardFacts
 from pipeline.publish.latest import move_latest, read_latest
 from pipeline.publish.listing import parent_of
-from pipeline.publish.manifest import manifest_key, read_manifest, write_manifest
+from pipeline.publish.manifest import build_manifest, manifest_key, read_manifest, wids_index, write_manifest
 from pipeline.publish.verify import verify_files
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix, run_prefix
@@ -95,17 +99,21 @@ def merge_convert_quarantine(store: Store, plan: Plan, results: list[dict[str, A
     planned = get_frame(store, layout.quarantine_key(plan.run_id))
     images = [row for result in results for row in result.get("quarantine", [])]
     per_split = Counter(str(result["split"]) for result in results for _ in result.get("quarantine", []))
-    boxes = _box_rows(store, plan, {str(row["image_index"]) for row in images})
+    names = {str(row["image_index"]) for row in images}
+    boxes = _box_rows(store, plan, names)
+    layer_rows = _layer_rows(store, plan, names)
     added = pd.DataFrame(images, columns=list(QUARANTINE_COLUMNS))
-    parts = [frame for frame in (planned, added, boxes) if len(frame)]
+    parts = [frame for frame in (planned, added, boxes, layer_rows) if len(frame)]
     frame = pd.concat(parts, ignore_index=True)[list(QUARANTINE_COLUMNS)].astype("str") if parts else planned
     reasons = {**plan.quarantine_reasons, UNDECODABLE: len(images)}
     if len(boxes):
         reasons["bbox_image_quarantined"] = reasons.get("bbox_image_quarantined", 0) + len(boxes)
+    if len(layer_rows):
+        reasons["layer_row_image_quarantined"] = reasons.get("layer_row_image_quarantined", 0) + len(layer_rows)
     published = dataclasses.replace(
         plan,
         counts={split: n - per_split.get(split, 0) for split, n in plan.counts.items()},
-        quarantined=plan.quarantined + len(images) + len(boxes),
+        quarantined=plan.quarantined + len(images) + len(boxes) + len(layer_rows),
         quarantine_reasons=reasons,
     )
     if images:
@@ -116,7 +124,17 @@ def merge_convert_quarantine(store: Store, plan: Plan, results: list[dict[str, A
             len(boxes),
             ", ".join(f"{row['image_index']} ({row['source']})" for row in images[:10]),
         )
-    return published, Quarantine(frame, len(images) + len(boxes))
+    return published, Quarantine(frame, len(images) + len(boxes) + len(layer_rows))
+
+
+def _layer_rows(store: Store, plan: Plan, names: set[str]) -> pd.DataFrame:
+    """Quarantine rows for the annotation-layer rows of images quarantined at conversion."""
+    parts = [
+        plan_layers.quarantine_rows(layer, table[table["image_index"].isin(names)], "layer_row_image_quarantined")
+        for layer, table in (plan_layers.load_layers(store, run_prefix(plan.run_id)) if names else [])
+    ]
+    parts = [part for part in parts if len(part)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(QUARANTINE_COLUMNS))
 
 
 def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict[str, Any]:
@@ -136,57 +154,10 @@ def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> p
     frame = get_frame(store, layout.plan_table_key(plan.run_id)).drop(columns=["sha256"])
     digests = pd.DataFrame([d for r in results for d in r["digests"]])
     frame = frame.merge(digests, on="image_index", how="inner")
-    rows = [to_record(row, row["sha256"], bool(row["converted"])) for row in records(frame)]
+    layers = plan.annotation_layers()
+    rows = [to_record(row, row["sha256"], bool(row["converted"]), layers) for row in records(frame)]
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
-    return pa.Table.from_pylist(rows, schema=metadata_schema())
-
-
-def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[str, Any]:
-    """A wids-style shard index for one split (URLs relative to the index file)."""
-    shards = [
-        f
-        for f in files
-        if f["kind"] == "wds" and f["path"].startswith(f"{release_prefix(version)}/webdataset/{split}/")
-    ]
-    return {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": f"{split}",
-        "shardlist": [
-            {"url": f["path"].rsplit("/", 1)[1], "md5sum": f["md5"], "nsamples": f["rows"], "filesize": f["size"]}
-            for f in sorted(shards, key=lambda f: f["path"])
-        ],
-    }
-
-
-def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    """Everything a consumer needs to trust and read the release."""
-    return {
-        "version": plan.version,
-        "input_fingerprint": plan.fingerprint,
-        "pipeline_version": pipeline.__version__,
-        "created_by_run": plan.run_id,
-        "split_mode": plan.split_mode,
-        "counts": plan.counts,
-        "images": sum(plan.counts.values()),
-        "quarantined": plan.quarantined,
-        "quarantine_reasons": plan.quarantine_reasons,
-        "subset": plan.subset,
-        **accounting_summary(plan.quarantine_reasons, plan.subset),  # quarantined_by_kind, not_in_source
-        "labels": list(nih.LABELS),
-        "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
-        "schema": {f.name: str(f.type) for f in release_schema()},
-        "config": {
-            "split_mode": cfg.split_mode,
-            "seed": cfg.seed,
-            "val_fraction": cfg.val_fraction,
-            "test_fraction": cfg.test_fraction,
-            "shard_target_bytes": cfg.shard_target_bytes,
-        },
-        "sources": plan.sources,
-        "files": sorted(files, key=lambda f: f["path"]),
-        **extra,
-    }
+    return pa.Table.from_pylist(rows, schema=metadata_schema(layers))
 
 
 def _point_latest_if_behind(store: Store, plan: Plan) -> None:
@@ -211,8 +182,9 @@ def _optional_json(store: Store, rel: str) -> dict[str, Any]:
 
 def _data_side_files(
     store: Store, plan: Plan, results: list[dict[str, Any]], quarantine: Quarantine
-) -> tuple[list[dict[str, Any]], pa.Table]:
-    """Write metadata.parquet, quarantine.parquet, validation/ and the wids indexes; return their entries."""
+) -> tuple[list[dict[str, Any]], pa.Table, list[tuple[Layer, pa.Table]]]:
+    """Write metadata.parquet, quarantine.parquet, validation/, each layer's table and the wids indexes; return
+    their entries, the metadata table and each layer's published table."""
     release, prefix = release_prefix(plan.version), run_prefix(plan.run_id)
     files = [f for r in results for f in r["files"]]
     meta = metadata_table(store, plan, results)
@@ -226,6 +198,12 @@ def _data_side_files(
         name = item.key.removeprefix(f"{prefix}/validation/")
         body = store.get_bytes(item.key)
         files.append(_put_file(store, f"{release}/validation/{name}", body, 0, name.rsplit(".", 1)[-1]))
+    published = set(meta.column("image_index").to_pylist())
+    layer_tables = []
+    for layer, table in plan_layers.load_layers(store, prefix):
+        layer_tables.append((layer, layer_release.layer_table(layer, table, published)))
+        rel = f"{release}/{layer_release.table_path(layer.id)}"
+        files.append(_put_file(store, rel, table_bytes(layer_tables[-1][1]), layer_tables[-1][1].num_rows, "parquet"))
     for split in SPLITS:
         index = wids_index(plan.version, split, files)
         body = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
@@ -235,12 +213,13 @@ def _data_side_files(
     for f in files:
         if f["kind"] == "wds":
             f["samples"] = f["rows"]
-    return files, meta
+    return files, meta, layer_tables
 
 
 def _card_facts(
     store: Store, cfg: RunConfig, plan: Plan, meta: pd.DataFrame, parent: str | None, *, quarantine: pd.DataFrame
 ) -> CardFacts:
+    layers = plan.annotation_layers()
     prefix = run_prefix(plan.run_id)
     validation = card.validation_summary(_optional_json(store, f"{prefix}/validation/results.json"))
     notes = _optional_json(store, f"{prefix}/metadata_notes.json").get("notes", {})
@@ -250,8 +229,10 @@ def _card_facts(
         parent_manifest = read_manifest(store, parent) or {}
         own = {"split_mode": plan.split_mode, "config": _split_config(cfg), "sources": plan.sources}
         same = diff.split_settings(parent_manifest) == diff.split_settings(own)
-        new_table = pa.Table.from_pandas(meta[diff.DIFF_COLUMNS], preserve_index=False)
-        changes = diff.diff_tables(diff.read_metadata(store, parent), new_table, parent, plan.version, same)
+        columns = diff.DIFF_COLUMNS + [layer.id for layer in layers]
+        new_table = pa.Table.from_pandas(meta[columns], preserve_index=False)
+        old_table = diff.read_metadata(store, parent, parent_manifest)
+        changes = diff.diff_tables(old_table, new_table, parent, plan.version, same)
     return CardFacts(
         version=plan.version,
         parent=parent,
@@ -262,6 +243,7 @@ def _card_facts(
         metadata_notes={str(k): int(v) for k, v in notes.items()},
         validation=validation,
         diff=changes,
+        layers=compare.compare_layers(layers, meta),
         provenance={
             "split_mode": plan.split_mode,
             "config": _split_config(cfg),
@@ -286,13 +268,16 @@ def _split_config(cfg: RunConfig) -> dict[str, Any]:
     return {k: getattr(cfg, k) for k in diff.SPLIT_SETTINGS if k != "split_mode"}
 
 
-def _describe(store: Store, plan: Plan, facts: CardFacts, meta: pd.DataFrame, files: list[dict[str, Any]]) -> None:
+def _describe(
+    store: Store, plan: Plan, facts: CardFacts, meta: pd.DataFrame, files: list[dict[str, Any]], *, layers: list[Any]
+) -> None:
     """Write the card, its plots and croissant.json; append their entries to ``files``."""
     release = release_prefix(plan.version)
     for rel, body in card.card_files(facts, meta).items():
         files.append(_put_file(store, f"{release}/{rel}", body, 0, rel.rsplit(".", 1)[-1]))
     by_path = {f["path"].removeprefix(release + "/"): f for f in files}
-    doc = croissant.build_croissant({"version": plan.version, "counts": plan.counts}, by_path, store.uri(release + "/"))
+    described = {"version": plan.version, "counts": plan.counts, "annotations": layers}
+    doc = croissant.build_croissant(described, by_path, store.uri(release + "/"))
     body = (json.dumps(doc, indent=2) + "\n").encode()
     files.append(_put_file(store, f"{release}/croissant.json", body, 0, "json"))
 
@@ -316,6 +301,7 @@ def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
         "quirks": {**facts.quirks, "metadata_notes": facts.metadata_notes},
         "validation": facts.validation,
         "diff_from_parent": facts.diff.counts() if facts.diff else None,
+        "layer_diff_from_parent": {k: c.counts() for k, c in facts.diff.layers.items()} if facts.diff else None,
         "card": "README.md",
         "croissant": "croissant.json",
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -346,10 +332,14 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     plan, quarantine = merge_convert_quarantine(store, plan, results)
     summary |= {"counts": plan.counts, "quarantined": plan.quarantined}
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
-    files, table = _data_side_files(store, plan, results, quarantine)
+    files, table, layer_tables = _data_side_files(store, plan, results, quarantine)
     meta = table.to_pandas()
     facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
-    _describe(store, plan, facts, meta, files)
+    layers = [
+        layer_release.manifest_entry(layer, published, comparison.to_json())
+        for (layer, published), comparison in zip(layer_tables, facts.layers, strict=True)
+    ]
+    _describe(store, plan, facts, meta, files, layers=layers)
     problems = verify_files(store, files, limit=len(files))
     if problems:
         _forget_units(store, plan, results, problems)
@@ -361,7 +351,8 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     log.info("accounting: %s", figures.to_dict())
     for f in files:
         f["path"] = f["path"].removeprefix(release + "/")
-    manifest = build_manifest(cfg, plan, files, {**_manifest_extra(facts), "accounting": figures.to_dict()})
+    extra = {**_manifest_extra(facts), "annotations": layers, "accounting": figures.to_dict()}
+    manifest = build_manifest(cfg, plan, files, extra)
     manifest_sha, created = write_manifest(store, plan.version, manifest)
     faults.point("release.manifest_written")
     move_latest(store, plan.version, manifest_sha, plan.fingerprint)

@@ -19,8 +19,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pipeline
+from pipeline import nih
+from pipeline.config import RunConfig
+from pipeline.convert.schema import release_schema
 from pipeline.errors import ReleaseConflictError, VerifyError
+from pipeline.plan.crosscheck import accounting_summary
+from pipeline.plan.planning import Plan
 from pipeline.store import layout
+from pipeline.store.layout import release_prefix
 from pipeline.store.storage import ObjectExistsError, Store
 from pipeline.store.tables import get_json, put_json
 
@@ -72,3 +79,51 @@ def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> tupl
             f"{store.uri(key)} reads back different from what was written; check the store, then rerun the run"
         )
     return sha, True
+
+
+def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """A wids-style shard index for one split (URLs relative to the index file)."""
+    shards = [
+        f
+        for f in files
+        if f["kind"] == "wds" and f["path"].startswith(f"{release_prefix(version)}/webdataset/{split}/")
+    ]
+    return {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": f"{split}",
+        "shardlist": [
+            {"url": f["path"].rsplit("/", 1)[1], "md5sum": f["md5"], "nsamples": f["rows"], "filesize": f["size"]}
+            for f in sorted(shards, key=lambda f: f["path"])
+        ],
+    }
+
+
+def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """Everything a consumer needs to trust and read the release."""
+    return {
+        "version": plan.version,
+        "input_fingerprint": plan.fingerprint,
+        "pipeline_version": pipeline.__version__,
+        "created_by_run": plan.run_id,
+        "split_mode": plan.split_mode,
+        "counts": plan.counts,
+        "images": sum(plan.counts.values()),
+        "quarantined": plan.quarantined,
+        "quarantine_reasons": plan.quarantine_reasons,
+        "subset": plan.subset,
+        **accounting_summary(plan.quarantine_reasons, plan.subset),  # quarantined_by_kind, not_in_source
+        "labels": list(nih.LABELS),
+        "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
+        "schema": {f.name: str(f.type) for f in release_schema(plan.annotation_layers())},
+        "config": {
+            "split_mode": cfg.split_mode,
+            "seed": cfg.seed,
+            "val_fraction": cfg.val_fraction,
+            "test_fraction": cfg.test_fraction,
+            "shard_target_bytes": cfg.shard_target_bytes,
+        },
+        "sources": plan.sources,
+        "files": sorted(files, key=lambda f: f["path"]),
+        **extra,
+    }

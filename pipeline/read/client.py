@@ -151,6 +151,42 @@ class Release:
         partial.replace(target)
         return target
 
+    @property
+    def layers(self) -> list[str]:
+        """The ids of the release's annotation layers (each a struct column of the metadata and the Parquet rows)."""
+        return [str(entry["id"]) for entry in self.manifest.get("annotations") or []]
+
+    def layer_info(self, layer_id: str) -> dict[str, Any]:
+        """A layer's manifest entry: kind, files (name, SHA-256, rows), fields, images covered, comparison.
+
+        Raises:
+            UsageError: the release has no such layer (the message lists the ones it has).
+        """
+        for entry in self.manifest.get("annotations") or []:
+            if entry["id"] == layer_id:
+                return dict(entry)
+        raise UsageError(
+            f"release {self.version} has no annotation layer {layer_id!r}; its layers: "
+            f"{', '.join(self.layers) or 'none'}"
+        )
+
+    def layer(self, layer_id: str) -> pa.Table:
+        """A layer's own table (``annotations/<id>.parquet``): the layer as normalised, each row's file and line."""
+        path = self.client.store.uri(self.key(self.layer_info(layer_id)["table"])).removeprefix("s3://")
+        return ds.dataset(path, filesystem=self.client.filesystem(), format="parquet").to_table()
+
+    def evaluation_frame(self, layer_id: str, split: str | None = "test") -> pd.DataFrame:
+        """The images a layer covers (of one split, or all): ``image_id``, ``split``, the primary labels (``labels``
+        and the boolean columns) and the layer's fields as ``<layer>.<field>`` columns: train on NIH's labels,
+        evaluate on the layer's."""
+        info = self.layer_info(layer_id)
+        frame = self.to_pandas(split)
+        frame = frame[frame[layer_id].notna()].reset_index(drop=True)
+        for field in info["fields"]:
+            name = field["name"]
+            frame[f"{layer_id}.{name}"] = [value.get(name) for value in frame[layer_id]]
+        return frame[[c for c in frame.columns if c not in self.layers]]
+
     def counts(self) -> dict[str, int]:
         """Images per split, from the manifest."""
         return {str(k): int(v) for k, v in self.manifest["counts"].items()}

@@ -15,9 +15,12 @@ from typing import Any
 
 from pipeline import options
 from pipeline.config import RunConfig
+from pipeline.convert import schema
 from pipeline.curate import curation as curate
 from pipeline.errors import BadDataError, UsageError
 from pipeline.ingest import extract, files, rawzone, sources
+from pipeline.layers import curation as layer_curation
+from pipeline.layers import schema as layer_schema
 from pipeline.plan import planning as plan
 from pipeline.plan import preview
 from pipeline.publish import finish
@@ -58,6 +61,8 @@ def config_from_params(
     if not merged["source"]:
         raise UsageError("no source given: pass the source location (param 'source' or --source) or set CXR_SOURCE")
     fields = {o.config_field: o.to_field(merged[o.name]) for o in options.config_options() if o.name != "store"}
+    layer_ids = layer_schema.parse_annotations(fields["annotations"])  # refused here, before anything runs
+    layer_schema.check_layer_ids(layer_ids, schema.column_names())
     return RunConfig(
         **fields,
         store=connections.store_config(merged["store"], connection),
@@ -71,7 +76,8 @@ def _store(cfg: RunConfig) -> Store:
 
 
 def _listing(cfg: RunConfig) -> sources.SourceListing:
-    return sources.discover(cfg.source, cfg.shards, cfg.data_entry, cfg.checksums)
+    layers = layer_schema.parse_annotations(cfg.annotations)
+    return sources.discover(cfg.source, cfg.shards, cfg.data_entry, cfg.checksums, layers)
 
 
 def discover(cfg: RunConfig) -> list[dict[str, Any]]:
@@ -91,7 +97,7 @@ def extract_shard(cfg: RunConfig, shard: dict[str, Any]) -> dict[str, Any]:
 
 def curate_metadata(cfg: RunConfig) -> dict[str, Any]:
     """Load, normalise and validate the metadata files."""
-    return curate.curate(_store(cfg), _listing(cfg), cfg.run_id).to_dict()
+    return curate.curate(_store(cfg), _listing(cfg), cfg.run_id, layer_curation.curate_layers).to_dict()
 
 
 def plan_release(cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ def test_an_undecodable_image_becomes_its_quarantine_row_in_thread_and_in_the_po
         assert inline.pool is None
         assert pooled.pool is not None
         for future in (pool._settled(inline, row, bad), pooled.submit(row, bad)):
-            out = pool._sample(row, bad, future)
+            out = pool._sample(row, bad, future, ())
             assert isinstance(out, pool.Rejected)
             assert out.row["reason_code"] == "undecodable_image"
             named = (out.row["source"], out.row["member"], out.row["image_index"])

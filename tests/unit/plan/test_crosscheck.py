@@ -123,7 +123,9 @@ def test_each_mismatch_is_quarantined_with_its_reason(mismatches: Any) -> None:
     assert (box["source"], box["member"]) == ("BBox_List_2017.csv", "line 6")
     defect = result.quarantine[result.quarantine["reason_code"] == "split_list_row_defect"].iloc[0]
     assert (defect["source"], defect["member"]) == ("test_list.txt", "line 2")
-    assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 1), "image_in_no_split_list": 2}
+    layer_codes = {code: 0 for code in QUARANTINE_REASONS if code.startswith("layer_")}  # no layer in this run
+    assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 1), "image_in_no_split_list": 2,
+                                           **layer_codes}  # fmt: skip
     assert set(QUARANTINE_KINDS) == set(QUARANTINE_REASONS)
 
 
@@ -134,7 +136,9 @@ def test_absent_images_are_a_subset_not_an_error(mismatches: Any) -> None:
         "bboxes": ["00000005_000.png", "00000007_000.png"],
         "train_val_entries": ["00000005_000.png", "00000008_000.png"],
     }
-    assert result.subset_counts() == {"data_entry_rows": 1, "bboxes": 2, "train_val_entries": 2, "test_entries": 0}
+    assert result.subset_counts() == {
+        "data_entry_rows": 1, "bboxes": 2, "train_val_entries": 2, "test_entries": 0, "layer_rows": 0
+    }  # fmt: skip
     assert set(result.subset["reason"]) == {
         "Data_Entry row: image not in this source (subset)",
         "box: image not in this source (subset)",
@@ -149,8 +153,8 @@ def test_quarantined_images_and_rows_are_counted_apart_from_what_the_source_lack
     result, _ = mismatches
     summary = accounting_summary(result.quarantine_reasons(), result.subset_counts())
     assert summary == {
-        "quarantined_by_kind": {"images": 6, "box_rows": 3, "split_list_rows": 2},
-        "not_in_source": {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2},
+        "quarantined_by_kind": {"images": 6, "box_rows": 3, "split_list_rows": 2, "layer_rows": 0},
+        "not_in_source": {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2, "layer_rows": 0},
     }
     assert sum(summary["quarantined_by_kind"].values()) == len(result.quarantine)
     assert sum(summary["not_in_source"].values()) == len(result.subset)
@@ -185,8 +189,8 @@ def test_report_and_summary_say_what_happened(mismatches: Any) -> None:
     report = json.loads(json.dumps(result.report()))
     assert report["publishable_images"] == 2
     assert report["quarantined"] == 11
-    assert report["quarantined_by_kind"] == {"images": 6, "box_rows": 3, "split_list_rows": 2}
-    assert report["not_in_source"] == {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2}
+    assert report["quarantined_by_kind"] == {"images": 6, "box_rows": 3, "split_list_rows": 2, "layer_rows": 0}
+    assert report["not_in_source"] == {"data_entry_rows": 1, "boxes": 2, "split_list_names": 2, "layer_rows": 0}
     assert report["quarantine"]["image_without_row"]["count"] == 1
     assert report["quarantine"]["image_without_row"]["examples"][0]["member"] == "images/00000009_000.png"
     assert report["subset"]["bboxes"]["reason"] == SUBSET_REASONS["bboxes"]
@@ -223,6 +227,7 @@ def test_a_partial_download_of_real_metadata_is_a_subset() -> None:
         "bboxes": 984,  # 965 of them name images this excerpt of Data_Entry does not list either: still a subset
         "train_val_entries": 1500 - len(names),
         "test_entries": 500,
+        "layer_rows": 0,
     }
     assert result.quarantine_reasons() == {**dict.fromkeys(QUARANTINE_REASONS, 0), "bbox_row_defect": 1}
     bad = result.quarantine.iloc[0]

@@ -8,6 +8,8 @@ import pyarrow as pa
 
 from pipeline import nih
 from pipeline.cli.releases import human_size
+from pipeline.layers import compare
+from pipeline.layers.schema import EXPERT_FIELDS, Layer, LayerFile, struct_type
 from pipeline.publish import card
 from pipeline.publish.diff import diff_tables
 
@@ -80,3 +82,63 @@ def test_card_names_what_was_quarantined_apart_from_what_the_source_lacks() -> N
 
 def test_human_sizes() -> None:
     assert [human_size(n) for n in (512, 1536, 3 << 30)] == ["512 B", "1.5 KiB", "3.0 GiB"]
+
+
+GOOGLE = Layer(
+    "google",
+    "expert_labels",
+    "google2019",
+    (LayerFile("test_labels.csv", "/src/test_labels.csv", "ab" * 32, 3),),
+    EXPERT_FIELDS,
+    description="Radiologist-adjudicated labels for 4 findings",
+    licence="CC BY 4.0",
+)
+
+
+def _google_comparison() -> compare.LayerComparison:
+    columns = [nih.finding_column(label) for label in nih.LABELS]
+    rows = [("a.png", "test", ["Pneumothorax"]), ("b.png", "test", ["No Finding"]), ("c.png", "train", ["Mass"])]
+    values = [
+        {"fracture": False, "pneumothorax": True, "airspace_opacity": None, "nodule_or_mass": False, "set_id": "test"},
+        {"fracture": None, "pneumothorax": False, "airspace_opacity": None, "nodule_or_mass": False, "set_id": "val"},
+        None,
+    ]
+    table = pa.table(
+        {
+            "image_index": [r[0] for r in rows],
+            "split": [r[1] for r in rows],
+            "labels": [r[2] for r in rows],
+            **{col: [label in r[2] for r in rows] for col, label in zip(columns, nih.LABELS, strict=True)},
+            "google": pa.array(values, type=struct_type(GOOGLE)),
+        }
+    )
+    return compare.compare_layer(GOOGLE, table.to_pandas())
+
+
+def test_each_layer_gets_a_subsection_after_the_labels() -> None:
+    text = card.render_card(dataclasses.replace(_facts(with_parent=False), layers=(_google_comparison(),)))
+    assert text.index("## Label prevalence per split") < text.index("## Annotation layers") < text.index("## Age,")
+    section = text[text.index("## Annotation layers") : text.index("## Age,")]
+    assert "### `google`" in section
+    assert "Kind `expert_labels`, format `google2019`" in section
+    assert "| `test_labels.csv` | `abababababababab…` | 3 |" in section
+    assert "Description: Radiologist-adjudicated labels for 4 findings" in section
+    assert "Licence: CC BY 4.0" in section
+    assert "Citation" not in section
+    assert "| test | 2 | 100.0% |\n" in section
+    assert "| `pneumothorax` | Pneumothorax | 1 | 0 | 0 | 1 | 100.0% | 1.000 |" in section
+    assert "| `val` | 0 | 0 | 1 | 1 |" in section
+
+
+def test_a_release_without_layers_has_no_layer_section() -> None:
+    assert "Annotation layers" not in card.render_card(_facts(with_parent=True))
+
+
+def test_the_changes_section_counts_each_layer_s_changes() -> None:
+    struct = pa.struct([("pneumothorax", pa.bool_())])
+    old = pa.table({"image_index": ["a.png"], "labels": [["Mass"]], "split": ["train"]})
+    new = old.append_column("google", pa.array([{"pneumothorax": True}], type=struct))
+    facts = dataclasses.replace(_facts(with_parent=True), diff=diff_tables(old, new, "2026.11.25", "2026.11.26", True))
+    text = card.render_card(facts)
+    assert "| layer | added | removed | changed | unchanged |" in text
+    assert "| `google` | 1 | 0 | 0 | 0 |" in text

@@ -1,11 +1,17 @@
-"""The Croissant JSON-LD of a release: it names the release's files with their checksums and its two record sets."""
+"""The Croissant JSON-LD of a release: its files with their checksums, its two record sets and one per layer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline.convert.schema import FINDING_COLUMNS
+from pipeline.layers.schema import BOX_FIELDS, EXPERT_FIELDS, LABEL_VERSION_FIELDS, Layer, LayerFile
 from pipeline.plan.split import SPLITS
 from pipeline.publish import croissant
 
@@ -69,3 +75,97 @@ def test_the_dataset_says_what_it_is_and_a_date_version_becomes_its_date() -> No
     assert "version" not in named
     assert "datePublished" not in named
     json.dumps(doc)  # plain JSON, as croissant.json is written
+
+
+GOOGLE = Layer("google", "expert_labels", "google2019", (LayerFile("g.csv", "/src/g.csv", "c" * 64, 2),), EXPERT_FIELDS)
+V2020 = Layer("v2020", "label_version", "v2020", (LayerFile("d.csv", "/src/d.csv", "d" * 64, 2),), LABEL_VERSION_FIELDS)
+BOXES = Layer("extra_boxes", "boxes", "bbox_2017", (LayerFile("b.csv", "/src/b.csv", "e" * 64, 3),), BOX_FIELDS)
+
+
+def _layer_tables() -> dict[str, pa.Table]:
+    """Layer tables as a release holds them: image_index, image_id, the fields (boxes: a row per box), provenance."""
+    version: dict[str, Any] = {"labels": pa.array([["Mass", "Effusion"], ["No Finding"]], type=pa.list_(pa.string()))}
+    version |= {f.name: [f.name in ("mass", "effusion"), f.name == "no_finding"] for f in LABEL_VERSION_FIELDS[1:]}
+    google = {"fracture": pa.array([True, None], type=pa.bool_()), "pneumothorax": [False, True],
+              "airspace_opacity": pa.array([None, False], type=pa.bool_()), "nodule_or_mass": [True, False],
+              "set_id": ["test", "val"]}  # fmt: skip
+    boxes = {"label": ["Mass", "Nodule", "Mass"], "x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.5], "w": [4.0] * 3,
+             "h": [5.0] * 3}  # fmt: skip
+
+    def table(names: list[str], fields: dict[str, Any], source: str) -> pa.Table:
+        columns = {"image_index": names, "image_id": [n.removesuffix(".png") for n in names], **fields}
+        return pa.table({**columns, "source_file": [source] * len(names), "line": list(range(2, 2 + len(names)))})
+
+    return {
+        "google": table(["a.png", "b.png"], google, "g.csv"),
+        "v2020": table(["a.png", "b.png"], version, "d.csv"),
+        "extra_boxes": table(["a.png", "a.png", "b.png"], boxes, "b.csv"),
+    }
+
+
+def _release_with_layers(root: Path) -> dict[str, Any]:
+    """Write a tiny release's files under ``root``; return its Croissant document (also written to croissant.json)."""
+    written: dict[str, pa.Table] = {
+        "metadata.parquet": pa.table({"image_id": ["a", "b"], "image_index": ["a.png", "b.png"]}),
+        "quarantine.parquet": pa.table({"reason": pa.array([], type=pa.string())}),
+        **{f"annotations/{layer_id}.parquet": t for layer_id, t in _layer_tables().items()},
+    }
+    files = {}
+    for rel, table in written.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, root / rel)
+        body = (root / rel).read_bytes()
+        files[rel] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    annotations = [{**layer.to_dict(), "table": f"annotations/{layer.id}.parquet"} for layer in (GOOGLE, V2020, BOXES)]
+    manifest = {"version": "2026.11.26", "counts": {"train": 2}, "annotations": annotations}
+    doc = croissant.build_croissant(manifest, files, URL)
+    (root / "croissant.json").write_text(json.dumps(doc))
+    return doc
+
+
+def test_each_layer_gets_its_table_and_a_record_set_of_its_fields(tmp_path: Path) -> None:
+    doc = _release_with_layers(tmp_path)
+    by_id = {item["@id"]: item for item in doc["distribution"]}
+    assert by_id["annotations/google.parquet"]["contentUrl"] == "annotations/google.parquet"
+    assert (
+        by_id["annotations/google.parquet"]["sha256"]
+        == hashlib.sha256((tmp_path / "annotations/google.parquet").read_bytes()).hexdigest()
+    )
+    sets = {rs["@id"]: rs for rs in doc["recordSet"]}
+    assert set(sets) == {"metadata", "images", "annotations_google", "annotations_v2020", "annotations_extra_boxes"}
+    google = {f["name"]: f for f in sets["annotations_google"]["field"]}
+    assert list(google) == ["image_index", "image_id", *(f.name for f in EXPERT_FIELDS), "source_file", "line"]
+    assert (google["fracture"]["dataType"], google["set_id"]["dataType"]) == ("sc:Boolean", "sc:Text")
+    labels = next(f for f in sets["annotations_v2020"]["field"] if f["name"] == "labels")
+    assert (labels["dataType"], labels["repeated"]) == ("sc:Text", True)
+    boxes = [f["name"] for f in sets["annotations_extra_boxes"]["field"]]
+    assert boxes == ["image_index", "image_id", "label", "x", "y", "w", "h", "source_file", "line"]
+    assert "key" not in sets["annotations_extra_boxes"], "a box layer has several rows per image"
+    assert sets["annotations_google"]["key"] == {"@id": "annotations_google/image_index"}
+
+
+def test_mlcroissant_validates_the_layers_and_reads_their_records(tmp_path: Path) -> None:
+    import mlcroissant as mlc
+
+    _release_with_layers(tmp_path)
+    dataset = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
+    assert not dataset.metadata.ctx.issues.errors
+    google = list(dataset.records("annotations_google"))
+    assert [(r["annotations_google/fracture"], r["annotations_google/set_id"]) for r in google] == [
+        (True, b"test"),
+        (None, b"val"),
+    ]
+    version = list(dataset.records("annotations_v2020"))
+    assert [r["annotations_v2020/labels"] for r in version] == [[b"Mass", b"Effusion"], [b"No Finding"]]
+    boxes = list(dataset.records("annotations_extra_boxes"))
+    assert [(r["annotations_extra_boxes/label"], r["annotations_extra_boxes/y"]) for r in boxes] == [
+        (b"Mass", 1.0),
+        (b"Nodule", 2.0),
+        (b"Mass", 3.5),
+    ]
+
+
+def test_a_release_without_layers_describes_none() -> None:
+    doc = _doc()
+    assert not [rs for rs in doc["recordSet"] if rs["@id"].startswith("annotations_")]
+    assert not [d for d in doc["distribution"] if d["@id"].startswith("annotations/")]

@@ -1,12 +1,15 @@
-"""What `cxr releases diff` reports between two metadata tables."""
+"""What `cxr releases diff` reports between two metadata tables, the primary labels and each annotation layer."""
 
 from __future__ import annotations
 
 import json
+from typing import cast
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.publish import diff
+from pipeline.store.storage import Store
 
 
 def _table(rows: list[tuple[str, list[str], str]]) -> pa.Table:
@@ -71,3 +74,69 @@ def test_official_split_lists_count_as_split_settings() -> None:
 
     assert diff.split_settings(manifest("x")) == diff.split_settings(manifest("x"))
     assert diff.split_settings(manifest("x")) != diff.split_settings(manifest("y"))
+
+
+EXPERT_TYPE = pa.struct([("pneumothorax", pa.bool_()), ("set_id", pa.string())])
+
+
+def _with_layer(table: pa.Table, values: list[dict[str, object] | None]) -> pa.Table:
+    return table.append_column("google", pa.array(values, type=EXPERT_TYPE))
+
+
+def test_a_changed_layer_is_reported_beside_the_primary_changes() -> None:
+    old = _with_layer(OLD, [{"pneumothorax": True, "set_id": "test"}, {"pneumothorax": False, "set_id": "test"}, None])
+    new = _with_layer(NEW, [{"pneumothorax": False, "set_id": "test"}, None, {"pneumothorax": None, "set_id": "val"}])
+    changes = diff.diff_tables(old, new, "a", "b", same_split_settings=False)
+    assert changes.counts() == {"added": 1, "removed": 1, "relabelled": 1, "moved": 1, "unchanged": 1}
+    layer = changes.layers["google"]
+    assert layer.counts() == {"added": 1, "removed": 1, "changed": 1, "unchanged": 0}
+    assert (layer.added, layer.removed) == (["00000004_000.png"], ["00000002_000.png"])
+    text = diff.render_text(changes)
+    assert "layer google\n  added             1\n  removed           1\n  changed           1" in text
+    assert "    00000001_000.png: pneumothorax=true -> pneumothorax=false" in text
+    data = json.loads(diff.render_json(changes))
+    assert data["layers"]["google"]["changed"] == [
+        {"image_index": "00000001_000.png", "before": "pneumothorax=true", "after": "pneumothorax=false"}
+    ]
+
+
+def test_a_layer_new_in_this_release_covers_nothing_in_the_old_one() -> None:
+    new = _with_layer(NEW, [None, {"pneumothorax": True, "set_id": "test"}, None])
+    changes = diff.diff_tables(OLD, new, "a", "b", same_split_settings=True)
+    assert changes.layers["google"].added == ["00000002_000.png"]
+    assert "layer google (new: not in release a)" in diff.render_text(changes)
+    assert diff.diff_tables(OLD, NEW, "a", "b", True).layers == {}
+    assert "layer" not in diff.render_text(diff.diff_tables(OLD, NEW, "a", "b", True))
+
+
+def test_json_caps_a_layer_s_lists_but_not_its_counts() -> None:
+    many = [(f"{i:08d}_000.png", ["No Finding"], "train") for i in range(30)]
+    new = _with_layer(_table(many), [{"pneumothorax": True, "set_id": "test"}] * 30)
+    capped = diff.diff_tables(_table(many), new, "a", "b", True).to_json(limit=3)["layers"]["google"]
+    assert (capped["counts"]["added"], len(capped["added"])) == (30, 3)
+    assert "... and 25 more (use --json for all)" in diff.render_text(
+        diff.diff_tables(_table(many), new, "a", "b", True), 5
+    )
+
+
+class _Bytes:
+    """A store that holds one release's metadata.parquet."""
+
+    def __init__(self, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.body: bytes = sink.getvalue().to_pybytes()
+
+    def get_bytes(self, key: str) -> bytes:
+        assert key == "releases/r1/metadata.parquet", key
+        return self.body
+
+
+def test_read_metadata_reads_the_layers_the_manifest_lists() -> None:
+    full = _with_layer(OLD, [None, None, {"pneumothorax": True, "set_id": "val"}]).append_column(
+        "patient_id", pa.array([1, 2, 3])
+    )
+    store = cast(Store, _Bytes(full))
+    with_layers = diff.read_metadata(store, "r1", {"annotations": [{"id": "google", "kind": "expert_labels"}]})
+    assert with_layers.column_names == ["image_index", "labels", "split", "google"]
+    assert diff.read_metadata(store, "r1", {"version": "r1"}).column_names == diff.DIFF_COLUMNS
