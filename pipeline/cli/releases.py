@@ -108,6 +108,12 @@ def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
         )
     if manifest.get("diff_from_parent"):
         lines.append("  vs parent   " + ", ".join(f"{k} {v}" for k, v in manifest["diff_from_parent"].items()))
+    for layer in manifest.get("annotations") or []:
+        names = ", ".join(f["name"] for f in layer.get("files", []))
+        lines.append(
+            f"  layer       {layer['id']}: {layer['kind']} ({layer.get('variant')}), "
+            f"{layer.get('images_covered', 0):,} images covered, from {names}"
+        )
     lines.append("  card        README.md, croissant.json (beside manifest.json)")
     return lines
 

@@ -68,6 +68,16 @@ class Release:
         """Store-relative key of a release-relative path."""
         return layout.release_key(self.version, path)
 
+    def url(self, path: str) -> str:
+        """The ``s3://`` URL of a file the manifest lists (``metadata.parquet``, ``annotations/<id>.parquet``...).
+
+        Raises:
+            UsageError: the manifest lists no such file.
+        """
+        if not any(f["path"] == path for f in self.manifest["files"]):
+            raise UsageError(f"release {self.version} has no file {path!r}: its manifest lists every file it has")
+        return self.client.store.uri(self.key(path))
+
     def parquet_urls(self, split: str | None = None) -> list[str]:
         """``s3://`` URLs of the Parquet parts with pixels (one split, or all), for DuckDB, datasets, Spark..."""
         parts = [f for f in self.files("parquet", split) if f["path"].startswith("parquet/")]

@@ -157,6 +157,7 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
         "shards",
         "data_entry",
         "checksums",
+        "annotations",
         "variant_size",
         "shard_size_mb",
         "dry_run",

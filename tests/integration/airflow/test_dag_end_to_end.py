@@ -22,6 +22,7 @@ IMAGES = 90
 def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("mirror") / "source"
     synthesize(SynthConfig(dest=dest, images=IMAGES, image_size=64, seed=7))
+    (dest / "relabels.csv").write_bytes((dest / "Data_Entry_2017.csv").read_bytes())  # a label version, as a layer
     return dest
 
 
@@ -39,7 +40,8 @@ def dag_run(airflow_db: None, aws_env: None, synthetic_source: Path, s3_client: 
 
     s3_client.create_bucket(Bucket="e2e")
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["nih_cxr_release"]
-    run = dag.test(run_conf={"source": str(synthetic_source), "store": "s3://e2e/cxr", "release": "2026.11.26"})
+    conf = {"source": str(synthetic_source), "store": "s3://e2e/cxr", "release": "2026.11.26"}
+    run = dag.test(run_conf={**conf, "annotations": ["team=relabels.csv"]})
     return {"state": str(run.state), "source": synthetic_source}
 
 
@@ -73,3 +75,13 @@ def test_latest_names_the_release_and_manifest_lists_webdataset_shards(dag_run: 
     assert all(f["path"].startswith("webdataset/") for f in tars)
     assert sum(f["rows"] for f in tars) == IMAGES
     assert os.path.basename(tars[0]["path"]).split("-")[0] in {"train", "val", "test"}
+
+
+def test_the_annotations_param_publishes_its_layer(dag_run: dict[str, Any], s3_client: Any, s3_fs: Any) -> None:
+    manifest = json.loads(
+        s3_client.get_object(Bucket="e2e", Key="cxr/releases/2026.11.26/manifest.json")["Body"].read()
+    )
+    (layer,) = manifest["annotations"]
+    assert (layer["id"], layer["kind"], layer["images_covered"]) == ("team", "label_version", IMAGES)
+    rows = ds.dataset("e2e/cxr/releases/2026.11.26/metadata.parquet", filesystem=s3_fs).to_table().to_pylist()
+    assert all(sorted(r["team"]["labels"]) == sorted(r["labels"]) for r in rows)

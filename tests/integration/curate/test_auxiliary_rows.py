@@ -86,7 +86,7 @@ def real_box_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_real_box_list_publishes_with_its_one_bad_row_quarantined(aws_env: None, real_box_source: Path) -> None:
     summary, store = _run(real_box_source, "real-boxes")
     assert summary["published"] is True
-    assert summary["quarantined_by_kind"] == {"images": 0, "box_rows": 1, "split_list_rows": 0}
+    assert summary["quarantined_by_kind"] == {"images": 0, "box_rows": 1, "split_list_rows": 0, "layer_rows": 0}
     manifest = _manifest(store)
     assert manifest["quarantine_reasons"]["bbox_row_defect"] == 1
     assert manifest["quarantined"] == 1
@@ -148,7 +148,7 @@ def test_each_auxiliary_row_defect_is_quarantined_and_the_release_publishes(
 ) -> None:
     summary, store = _run(defective_source["path"], "defects")
     assert summary["published"] is True
-    assert summary["quarantined_by_kind"] == {"images": 1, "box_rows": 6, "split_list_rows": 4}
+    assert summary["quarantined_by_kind"] == {"images": 1, "box_rows": 6, "split_list_rows": 4, "layer_rows": 0}
     manifest = _manifest(store)
     reasons = manifest["quarantine_reasons"]
     assert (reasons["bbox_row_defect"], reasons["split_list_row_defect"], reasons["image_in_no_split_list"]) == (

@@ -112,7 +112,7 @@ def _release_frame(store: Store, name: str) -> pd.DataFrame:
 def test_a_partial_download_publishes_and_counts_what_is_absent(published: dict[str, Any], source: Source) -> None:
     manifest = published["manifest"]
     assert published["summary"]["published"] is True
-    assert manifest["subset"] == source.subset
+    assert manifest["subset"] == {**source.subset, "layer_rows": 0}  # no annotation layer in this run
     assert manifest["subset"]["data_entry_rows"] == len(source.absent)
     assert manifest["subset"]["bboxes"] >= 1
     assert manifest["images"] == len(source.landed) - 2
@@ -140,10 +140,11 @@ def test_real_mismatches_are_quarantined_with_their_reasons(published: dict[str,
 def _not_in_source(source: Source) -> dict[str, int]:
     subset = source.subset
     lists = subset["train_val_entries"] + subset["test_entries"]
-    return {"data_entry_rows": subset["data_entry_rows"], "boxes": subset["bboxes"], "split_list_names": lists}
+    boxes = subset["bboxes"]
+    return {"data_entry_rows": subset["data_entry_rows"], "boxes": boxes, "split_list_names": lists, "layer_rows": 0}
 
 
-QUARANTINED_BY_KIND = {"images": 2, "box_rows": 0, "split_list_rows": 1}
+QUARANTINED_BY_KIND = {"images": 2, "box_rows": 0, "split_list_rows": 1, "layer_rows": 0}
 
 
 def test_quarantined_items_are_reported_apart_from_what_the_source_lacks(
@@ -151,7 +152,7 @@ def test_quarantined_items_are_reported_apart_from_what_the_source_lacks(
 ) -> None:
     summary, manifest = published["summary"], published["manifest"]
     absent = _not_in_source(source)
-    assert min(absent.values()) > 0
+    assert min(n for kind, n in absent.items() if kind != "layer_rows") > 0
     for where in (summary, manifest):
         assert where["quarantined_by_kind"] == QUARANTINED_BY_KIND
         assert where["not_in_source"] == absent

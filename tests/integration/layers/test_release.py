@@ -23,8 +23,10 @@ import pytest
 from pipeline import nih
 from pipeline.dev.stack import StackInfo
 from pipeline.publish import diff
+from pipeline.read.client import ReleaseClient
 from pipeline.store.storage import Store
 from tests.integration import releases
+from tests.integration.read.test_consumers import run_recipe
 
 pytestmark = pytest.mark.integration
 BUCKET = "annotation-layers"
@@ -292,3 +294,61 @@ def test_cxr_run_refuses_an_unknown_layer_header_and_a_bad_layer_id(
     )
     assert taken.returncode == 2
     assert "already name" in taken.stderr
+
+
+def _google_test_rows(s3_stack: StackInfo) -> list[dict[str, Any]]:
+    """The latest release's test rows that Google's layer read for pneumothorax, as the consumer sees them."""
+    client = ReleaseClient(
+        f"s3://{BUCKET}/cxr",
+        endpoint_url=s3_stack.endpoint_url,
+        access_key_id=s3_stack.consumer_access_key_id,
+        secret_access_key=s3_stack.consumer_secret_access_key,
+    )
+    rows = client.open("latest").metadata().to_pylist()
+    return [r for r in rows if r["google"] is not None and r["google"]["pneumothorax"] is not None]
+
+
+def test_the_readme_layer_recipes_train_on_nih_and_evaluate_on_the_layer(
+    layered: dict[str, Any], s3_stack: StackInfo, tmp_path: Path
+) -> None:
+    uri = f"s3://{BUCKET}/cxr"
+    read = _google_test_rows(s3_stack)
+    test = [r for r in read if r["split"] == "test"]
+    assert test, "the fixture's layer must read some test images"
+    agree = sum(r["pneumothorax"] == r["google"]["pneumothorax"] for r in test)
+    out = run_recipe("layers-pandas", s3_stack, tmp_path, uri).stdout
+    assert "layers: ['v2020', 'google', 'boxes2', 'quality']" in out
+    assert f"read for pneumothorax; NIH agrees on {agree}" in out
+    groups: dict[tuple[str, str], list[int]] = {}
+    for r in read:
+        group = groups.setdefault((r["split"], r["google"]["set_id"]), [0, 0])
+        group[0] += 1
+        group[1] += int(r["pneumothorax"] == r["google"]["pneumothorax"])
+    expected = [(split, set_id, n, ok) for (split, set_id), (n, ok) in sorted(groups.items())]
+    assert run_recipe("layers-duckdb", s3_stack, tmp_path, uri).stdout.strip() == str(expected)
+    nih_positive = sum(r["pneumothorax"] for r in test)
+    layer_positive = sum(r["google"]["pneumothorax"] for r in test)
+    out = run_recipe("layers-torch", s3_stack, tmp_path, uri).stdout
+    assert f"{len(test)} test images; {nih_positive} NIH-positive; {layer_positive} layer-positive" in out
+
+
+def test_croissant_describes_each_layer_and_mlcroissant_reads_it(layered: dict[str, Any], tmp_path: Path) -> None:
+    import mlcroissant as mlc
+
+    store: Store = layered["store"]
+    for entry in layered["manifest"]["files"]:
+        if entry["path"] in ("croissant.json", "metadata.parquet") or entry["path"].startswith("annotations/"):
+            target = tmp_path / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(store.get_bytes(f"releases/v1/{entry['path']}"))
+    dataset = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
+    records = list(dataset.records("annotations_google"))
+    expected = layered["expected"]["google"]
+    published = {r["image_index"] for r in layered["meta"]}
+    assert len(records) == len(published & expected.keys())
+    for record in records:
+        name = record["annotations_google/image_index"].decode()
+        value = record["annotations_google/pneumothorax"]
+        assert (None if value is None or value != value else bool(value)) == expected[name]["pneumothorax"]
+    boxes = list(dataset.records("annotations_boxes2"))
+    assert len(boxes) == 3

@@ -47,11 +47,12 @@ def release(s3_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> di
     return {"store": store, "meta": meta, "manifest": read_manifest(store, VERSION)}
 
 
-def run_recipe(name: str, stack: StackInfo, workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_recipe(name: str, stack: StackInfo, workdir: Path, store: str = URI) -> subprocess.CompletedProcess[str]:
+    """Run one README recipe as its own process, with only the consumer's keys and ``CXR_STORE=store``."""
     script = workdir / f"recipe_{name}.py"
     script.write_text(readme_recipes()[name])
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CXR_", "HF_"))}
-    env = {**keep, **stack.consumer_env(), "CXR_STORE": URI, "HF_HOME": str(workdir / "hf")}
+    env = {**keep, **stack.consumer_env(), "CXR_STORE": store, "HF_HOME": str(workdir / "hf")}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=workdir, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -64,7 +65,8 @@ def _split_counts(meta: Any) -> dict[str, int]:
 
 
 def test_readme_has_every_recipe() -> None:
-    assert set(readme_recipes()) == {"pandas", "pyarrow", "duckdb", "datasets", "webdataset", "torch"}
+    layers = {"layers-pandas", "layers-duckdb", "layers-torch"}  # run in tests/integration/layers/test_release.py
+    assert set(readme_recipes()) == {"pandas", "pyarrow", "duckdb", "datasets", "webdataset", "torch", *layers}
 
 
 def test_pandas_recipe(release: dict[str, Any], s3_stack: StackInfo, tmp_path: Path) -> None:

@@ -50,6 +50,16 @@ def test_show_names_the_release_its_splits_and_its_validation() -> None:
     assert lines[-1] == "  card        README.md, croissant.json (beside manifest.json)"
 
 
+def test_show_lists_each_annotation_layer_with_its_coverage_and_files() -> None:
+    layer = {"id": "google", "kind": "expert_labels", "variant": "google2019", "images_covered": 4374,
+             "files": [{"name": "test_labels.csv"}, {"name": "validation_labels.csv"}]}  # fmt: skip
+    lines = releases._show_lines({**MANIFEST, "annotations": [layer]}, latest=None)
+    assert (
+        "  layer       google: expert_labels (google2019), 4,374 images covered, from test_labels.csv, "
+        "validation_labels.csv"
+    ) in lines
+
+
 def test_a_release_argument_is_checked_before_the_store_is_asked() -> None:
     releases._check_versions("latest", "v1")
     with pytest.raises(InvalidNameError, match=r"'\.\./v1' must match"):

@@ -184,3 +184,52 @@ def test_archive_names_give_their_kind_and_stem() -> None:
         "images_01",
         "images_001",
     ]
+
+
+def test_annotation_layers_are_found_by_name_path_or_with_their_spec(
+    mirror: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("layers")
+    _touch(mirror, "relabels.csv", "relabels.layer.json", "test_labels.csv")
+    _touch(elsewhere, "validation_labels.csv", "boxes.csv", "boxes.csv.layer.json")
+    given = {
+        "team": ("relabels.csv",),
+        "google": ("test_labels.csv", str(elsewhere / "validation_labels.csv")),
+        "boxes": (str(elsewhere / "boxes.csv"),),
+    }
+    listing = sources.discover(str(mirror), annotations=given)
+    found = {a.id: ([f.name for f in a.files], a.spec.name if a.spec else None) for a in listing.annotations}
+    assert found == {
+        "team": (["relabels.csv"], "relabels.layer.json"),
+        "google": (["test_labels.csv", "validation_labels.csv"], None),
+        "boxes": (["boxes.csv"], "boxes.csv.layer.json"),
+    }
+    assert {f.name for f in listing.annotation_files()} >= {"relabels.layer.json", "boxes.csv.layer.json"}
+
+
+def test_a_missing_layer_file_or_two_specs_for_one_layer_are_named(mirror: Path) -> None:
+    with pytest.raises(SourceNotFoundError, match=r"annotation layer 'gone': nowhere\.csv is neither a file in"):
+        sources.discover(str(mirror), annotations={"gone": ("nowhere.csv",)})
+    _touch(mirror, "a.csv", "a.layer.json", "b.csv", "b.layer.json")
+    with pytest.raises(BadDataError, match="its files have different specs beside them"):
+        sources.discover(str(mirror), annotations={"two": ("a.csv", "b.csv")})
+
+
+def test_a_layer_file_over_its_size_limit_is_refused_at_discovery(mirror: Path) -> None:
+    with (mirror / "huge.csv").open("wb") as fh:
+        fh.truncate(129 << 20)  # sparse: over the 128 MiB limit of a layer file
+    with pytest.raises(FileTooLargeError, match=r"huge\.csv: .* over the 128 MiB limit"):
+        sources.discover(str(mirror), annotations={"huge": ("huge.csv",)})
+
+
+def test_layer_options_are_checked_before_anything_runs(mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.errors import UsageError
+    from pipeline.run import tasks
+
+    monkeypatch.setenv("CXR_STORE", "s3://bucket/prefix")
+    _touch(mirror, "relabels.csv")
+    cfg = tasks.config_from_params({"source": str(mirror), "annotations": ["team=relabels.csv"]}, "run-1")
+    assert [a.id for a in tasks._listing(cfg).annotations] == ["team"]
+    for bad, message in (("Team=relabels.csv", "annotation layer id 'Team'"), ("split=relabels.csv", "already name")):
+        with pytest.raises(UsageError, match=message):
+            tasks.config_from_params({"source": str(mirror), "annotations": [bad]}, "run-1")
