@@ -17,19 +17,19 @@ same keys, same bytes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pipeline
 from pipeline import nih
-from pipeline.config import RunConfig
-from pipeline.convert.schema import release_schema
 from pipeline.errors import ReleaseConflictError, VerifyError
-from pipeline.plan.crosscheck import accounting_summary
-from pipeline.plan.planning import Plan
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
 from pipeline.store.storage import ObjectExistsError, Store
 from pipeline.store.tables import get_json, put_json
+
+if TYPE_CHECKING:  # the readers' client imports this module: it stays light (no plan, convert or pandas)
+    from pipeline.config import RunConfig
+    from pipeline.plan.planning import Plan
 
 MANIFEST = layout.MANIFEST
 #: Objects that may sit in a published release without a manifest entry (the manifest itself; a leftover claim).
@@ -101,6 +101,8 @@ def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[st
 
 def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """Everything a consumer needs to trust and read the release."""
+    from pipeline.convert.schema import release_schema
+    from pipeline.plan.crosscheck import accounting_summary
     return {
         "version": plan.version,
         "input_fingerprint": plan.fingerprint,
