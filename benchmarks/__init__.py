@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.ingest",
     "convert": "benchmarks.convert",
     "convert-memory": "benchmarks.convert_memory",
+    "read": "benchmarks.read",
 }
 
 

@@ -44,7 +44,7 @@ def _source(images: int) -> Path:
 
 def _planned(src: Path, images: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Extract and plan ``src`` into a fresh prefix; return the params and the units to convert."""
-    params = {"source": str(src), "store": f"s3://bench-memory/n{images}-{time.time_ns()}"}
+    params = {"source": str(src), "store": f"s3://bench-memory/n{images}-{time.time_ns()}", "min_shards": 1}
     cfg = tasks.config_from_params(params, run_id=f"memory-{images}")
     Store(cfg.store).ensure_bucket()
     shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]

@@ -18,7 +18,8 @@ run skips unchanged archives, converts nothing and reports the release that alre
 override), `split_mode`, `seed`, `val_fraction` and `test_fraction`, `shards` (subset of archives), `data_entry`
 and `checksums` (which metadata file and md5 list), `annotations` (annotation layers, each `ID=LOCATION`:
 label versions, expert labels, boxes, relabels; docs/annotations.md), `variant_size` (downsized PNG, 0 = none),
-`shard_size_mb` (WebDataset shard size), `dry_run` (plan only), `force` (rebuild although unchanged),
+`shard_size_mb` (WebDataset shard size), `min_shards` (shards per split, at least), `dry_run` (plan only),
+`force` (rebuild although unchanged),
 `store_conn_id` (Airflow connection with the store's endpoint and keys; the DAG's only option that `cxr run` has not).
 
 **Credentials**: the AWS-type connection `cxr_store` (`endpoint_url` in its extra), looked up when a task

@@ -11,11 +11,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 #: Names ``from pipeline import ...`` resolves lazily (from :mod:`pipeline.read.client`).
-_READERS = ("ReleaseClient", "Release")
+_READERS = ("ReleaseClient", "Release", "Selection")
 
 
 def __getattr__(name: str) -> Any:
-    """``pipeline.ReleaseClient`` and ``pipeline.Release``, imported when first asked for."""
+    """``pipeline.ReleaseClient``, ``pipeline.Release`` and ``pipeline.Selection``, imported when first asked for."""
     if name in _READERS:
         from pipeline.read import client
 

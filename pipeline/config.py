@@ -193,6 +193,7 @@ class RunConfig:
     run_id: str = field(default_factory=lambda: "manual-" + uuid.uuid4().hex[:12])
     upload_workers: int = field(default_factory=lambda: int(os.environ.get("CXR_UPLOAD_WORKERS", "16")))
     shard_target_bytes: int = _DEFAULTS["shard_target_bytes"]
+    min_shards: int = _DEFAULTS["min_shards"]  # units (tars, Parquet parts) per split at least, images permitting
     parquet_file_bytes: int = 256 << 20
     row_group_bytes: int = 32 << 20
     variant_size: int | None = _DEFAULTS["variant_size"]

@@ -208,6 +208,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("shard_size_mb", int, 1024, "Shard size (MB)",
            "target size of each WebDataset tar shard, and of each conversion task's share of a split",
            minimum=1, maximum=65536, unit="MB", field="shard_target_bytes", scale=1 << 20),
+    Option("min_shards", int, 8, "Minimum shards",
+           "WebDataset shards (and conversion tasks) per split at least, so that every reader worker gets data; a "
+           "split with fewer images gets one per image",
+           minimum=1, maximum=4096),
     Option("dry_run", bool, False, "Dry run",
            "plan only: report the version that would be published; claim and publish nothing"),
     Option("force", bool, False, "Force", "rebuild even when the inputs are unchanged"),

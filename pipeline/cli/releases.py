@@ -1,4 +1,4 @@
-"""``cxr releases list|show|diff`` and ``cxr verify``: look at what a store has published.
+"""``cxr releases list|show|diff|download`` and ``cxr verify``: look at what a store has published, copy it locally.
 
 Only versions with a ``manifest.json`` are releases. Versions that were claimed or half-written by a run
 that has not finished (or crashed) are shown only by ``cxr releases list --incomplete``.
@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from pipeline.read.download import DownloadResult
     from pipeline.store.storage import Store
 
 #: Same as ``pipeline.plan.split.SPLITS``; repeated so ``cxr --help`` does not import pandas and boto3.
 SPLITS = ("train", "val", "test")
+#: Same as ``pipeline.read.download.GROUPS``' names (repeated for the same reason).
+DOWNLOAD_PARTS = ("parquet", "webdataset", "metadata", "card")
 STORE_HELP = "s3://BUCKET[/PREFIX] (default: $CXR_STORE; endpoint and keys from the AWS_* variables)"
 
 
@@ -167,9 +172,97 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class ByteBar:
+    """The live progress line of ``cxr releases download``: MiB checked or received of MiB selected."""
+
+    def __init__(self, stage: str, stream: TextIO) -> None:
+        from pipeline.cli.progress_bar import TerminalProgress
+
+        self.stage, self.bar = stage, TerminalProgress(stream)
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.done = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        now = time.monotonic()
+        if now - self.last >= 0.1:
+            self.last = now
+            self.draw(finished=False)
+
+    def draw(self, finished: bool) -> None:
+        """Draw the line (and end it when ``finished``)."""
+        from pipeline.progress import ProgressEvent
+
+        rate = self.done / 2**20 / max(time.monotonic() - self.start, 1e-6)
+        self.bar(ProgressEvent(self.stage, self.done >> 20, self.total >> 20, rate, finished=finished))
+
+
+def _download_lines(result: DownloadResult) -> list[str]:
+    fetched = result.bytes_fetched
+    resumed = f", {result.resumed} resumed from a .part" if result.resumed else ""
+    return [
+        f"release {result.version}: {len(result.files)} files ({human_size(result.bytes_total)}) in {result.root}, "
+        "each matching the manifest's SHA-256",
+        f"  fetched   {result.fetched:>6} files ({human_size(fetched)} from the store{resumed})",
+        f"  kept      {result.kept:>6} files already there and matching",
+        f"  manifest  {result.manifest} (written last)",
+    ]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from pipeline.errors import UsageError
+
+    _check_versions(args.version)
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give at least 1")
+    from pipeline.read.client import ReleaseClient
+    from pipeline.read.download import download_release
+
+    client = ReleaseClient(args.store)
+    client.store.require_bucket()
+    release = client.open(args.version)
+    bar = ByteBar(f"download {release.version} MiB", sys.stderr) if sys.stderr.isatty() else None
+    try:
+        result = download_release(
+            release, args.dest, only=args.only, split=args.split, progress=bar, workers=args.workers
+        )
+    finally:
+        if bar is not None:
+            bar.draw(finished=True)
+    if args.json:
+        fields = ("version", "fetched", "resumed", "kept", "bytes_fetched", "bytes_total")
+        out = {k: getattr(result, k) for k in fields} | {"root": str(result.root), "manifest": str(result.manifest)}
+        print(json.dumps(out | {"files": [str(p) for p in result.files]}, indent=2))
+        return 0
+    print("\n".join(_download_lines(result)))
+    return 0
+
+
+def _add_download(rsub: Any) -> None:
+    p = rsub.add_parser(
+        "download",
+        help="copy a release (or parts of it) to DEST/<version>/, resumably, checking every file's SHA-256",
+        description="Copy the files a release's manifest lists to DEST/<version>/ in the manifest's layout (so "
+        "croissant.json works on the copy). Files already there and matching are kept, a .part left by an "
+        "interrupted download is resumed, and manifest.json is written last, only when every file matched.",
+    )
+    p.add_argument("version", help="VERSION or latest")
+    p.add_argument("dest", help="folder the copy goes under")
+    p.add_argument("--only", nargs="+", action="extend", choices=DOWNLOAD_PARTS,
+                   help="only these parts: parquet (pixels as Parquet), webdataset (tars and index.json), metadata "
+                   "(metadata, quarantine and annotation tables), card (README.md, plots, croissant.json, "
+                   "validation); default: everything")  # fmt: skip
+    p.add_argument("--split", choices=SPLITS, help="only this split's Parquet parts and shards")
+    p.add_argument("--workers", type=int, default=4, help="files downloaded at once (default 4)")
+    p.add_argument("--store", help=STORE_HELP)
+    p.add_argument("--json", action="store_true", help="what was written, as JSON")
+    p.set_defaults(func=cmd_download)
+
+
 def add_parsers(sub: Any) -> None:
-    """Add ``releases`` (list, show, diff) and ``verify`` to the ``cxr`` subcommands."""
-    releases = sub.add_parser("releases", help="list, show and compare published releases")
+    """Add ``releases`` (list, show, diff, download) and ``verify`` to the ``cxr`` subcommands."""
+    releases = sub.add_parser("releases", help="list, show, compare and download published releases")
     rsub = releases.add_subparsers(dest="releases_command", required=True)
     p = rsub.add_parser("list", help="published releases, oldest first (* marks latest)")
     p.add_argument("--store", help=STORE_HELP)
@@ -188,6 +281,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="every change as JSON")
     p.add_argument("--limit", type=int, default=20, help="examples shown per category (default 20)")
     p.set_defaults(func=cmd_diff)
+    _add_download(rsub)
     p = sub.add_parser("verify", help="re-check a published release against its manifest (exit 1 on a mismatch)")
     p.add_argument("--store", help=STORE_HELP)
     p.add_argument("--release", required=True, help="VERSION or latest")

@@ -4,6 +4,10 @@
 ``metadata.parquet`` (no pixel columns); :func:`to_record` turns a plan row into a published row. A release with
 annotation layers has one more column per layer, a nullable struct named by the layer id, after ``sha256``
 (:mod:`pipeline.layers.schema`).
+
+``patient_order`` is an image's place among its patient's images in the release (0 for the first by
+``follow_up``, then ``image_index``): ``patient_order == 0`` is "one image per patient, the first". The plan
+computes it (:func:`pipeline.plan.planning.patient_order`); ``metadata.parquet`` has it over the images published.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def release_schema(layers: Sequence[Layer] = ()) -> pa.Schema:
         ("image_index", pa.string()),
         ("patient_id", pa.int64()),
         ("follow_up", pa.int64()),
+        ("patient_order", pa.int64()),
         ("age_years", pa.float64()),
         ("sex", pa.string()),
         ("view_position", pa.string()),
@@ -85,6 +90,7 @@ def to_record(row: dict[str, Any], sha256: str, converted: bool, layers: Sequenc
         "image_index": row["image_index"],
         "patient_id": int(row["patient_id"]),
         "follow_up": int(row["follow_up"]),
+        "patient_order": int(row["patient_order"]),
         "age_years": _opt_float(row["age_years"]),
         "sex": row["sex"],
         "view_position": row["view_position"],

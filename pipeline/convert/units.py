@@ -10,8 +10,10 @@ proven decodable first (:func:`pipeline.convert.pixels.process_image`, run by :m
 that is not is left out of the unit and quarantined with its reason, shard and member (``undecodable_image``),
 and the rest of the unit is published. Output is byte-reproducible: sorted order, fixed tar mtime/owner,
 deterministic Parquet (rows as :mod:`pipeline.convert.schema` defines them).
-Unit results (files with size, sha256, rows; md5 for tar shards; per-image digests; the quarantine rows of
-images that could not be decoded) go to ``runs/<run>/units/<unit>.json``.
+Rows go in ``image_id`` order, and each Parquet file's entry lists its row groups (rows, first and last image
+id). Unit results (files with size, sha256, rows; md5 for tar shards; row groups for Parquet files; the bytes of
+the full and small images; per-image digests; the quarantine rows of images that could not be decoded) go to
+``runs/<run>/units/<unit>.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import faults
@@ -31,6 +34,7 @@ from pipeline.config import RunConfig
 from pipeline.convert.pool import Rejected, Sample, UnitRows, fetch_samples
 from pipeline.convert.schema import FINDING_COLUMNS, PIXEL_COLUMNS, release_schema
 from pipeline.convert.tarstream import TarStream
+from pipeline.errors import PipelineError
 from pipeline.layers.schema import Layer
 from pipeline.plan.planning import Plan, Unit
 from pipeline.progress import Progress
@@ -59,21 +63,39 @@ def write_sample(tar: TarStream, sample: Sample) -> None:
 
 class ParquetParts:
     """Streams rows into Parquet files of bounded size, with row groups of bounded bytes, each file uploaded
-    to the store while it is written (a multipart upload)."""
+    to the store while it is written (a multipart upload).
+
+    Rows must come in ``image_id`` order (refused otherwise): each file's entry lists its row groups as
+    ``{"rows", "first", "last"}`` (image ids), an index a reader finds an image's row group by. ``image_bytes``
+    counts the bytes of ``image`` and ``image_small`` written.
+    """
 
     def __init__(self, store: Store, prefix: str, stem: str, cfg: RunConfig, layers: tuple[Layer, ...] = ()) -> None:
         self.store, self.prefix, self.stem, self.cfg = store, prefix, stem, cfg
         self.schema = release_schema(layers)
         self.files: list[dict[str, Any]] = []
+        self.image_bytes = {"full": 0, "small": 0}
         self._batch: list[dict[str, Any]] = []
+        self._groups: list[dict[str, Any]] = []
+        self._last_id: str | None = None
         self._batch_bytes = self._file_bytes = self._rows = 0
         self._sink: MultipartWriter | None = None
         self._file: pa.PythonFile | None = None
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, sample: Sample) -> None:
-        """Queue one row; a full row group is written out."""
+        """Queue one row; a full row group is written out.
+
+        Raises:
+            PipelineError: the row's ``image_id`` does not come after the previous row's.
+        """
+        image_id = str(sample.record["image_id"])
+        if self._last_id is not None and image_id <= self._last_id:
+            raise PipelineError(f"{self.stem}: image {image_id} comes after {self._last_id}; rows must be sorted")
+        self._last_id = image_id
         self._batch.append({**sample.record, "image": sample.png, "image_small": sample.small})
+        self.image_bytes["full"] += len(sample.png)
+        self.image_bytes["small"] += len(sample.small or b"")
         self._batch_bytes += len(sample.png) + len(sample.small or b"")
         if self._batch_bytes >= self.cfg.row_group_bytes:
             self._flush()
@@ -86,6 +108,8 @@ class ParquetParts:
         assert self._writer is not None
         columns = {f.name: [row[f.name] for row in self._batch] for f in self.schema}  # 4x faster than from_pylist
         self._writer.write_table(pa.Table.from_pydict(columns, schema=self.schema), row_group_size=len(self._batch))
+        first, last = self._batch[0]["image_id"], self._batch[-1]["image_id"]
+        self._groups.append({"rows": len(self._batch), "first": first, "last": last})
         self._file_bytes += self._batch_bytes
         self._rows += len(self._batch)
         self._batch, self._batch_bytes = [], 0
@@ -101,12 +125,13 @@ class ParquetParts:
             self._file, self.schema, compression="none", write_statistics=plain, use_dictionary=plain
         )
         self._file_bytes = self._rows = 0
+        self._groups = []
 
     def _close_file(self) -> None:
         if self._writer is None or self._sink is None or self._file is None:
             return
         self._writer.close()
-        self.files.append(_entry(self._sink.finish(), self._rows, "parquet"))
+        self.files.append(_entry(self._sink.finish(), self._rows, "parquet") | {"row_groups": self._groups})
         self._file.close()
         self._writer = self._sink = self._file = None
 
@@ -128,11 +153,13 @@ def _entry(done: Uploaded, count: int, kind: str) -> dict[str, Any]:
 
 @dataclass
 class UnitOutput:
-    """What converting one unit wrote: its files, a digest per published image, the quarantine rows of the rest."""
+    """What converting one unit wrote: its files, a digest per published image, the quarantine rows of the rest,
+    and the bytes of the published images (``{"full": n, "small": n}``)."""
 
     files: list[dict[str, Any]]
     digests: list[dict[str, Any]]
     quarantine: list[dict[str, str]]
+    image_bytes: dict[str, int]
 
 
 def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, release: str) -> UnitOutput:
@@ -162,7 +189,14 @@ def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, releas
         raise
     progress.finish()
     assert tar_sink.result is not None
-    return UnitOutput([_entry(tar_sink.result, len(digests), "wds"), *parts.files], digests, quarantine)
+    files = [_entry(tar_sink.result, len(digests), "wds"), *parts.files]
+    return UnitOutput(files, digests, quarantine, dict(parts.image_bytes))
+
+
+def _by_image_id(table: pa.Table) -> pa.Table:
+    """The plan rows in ``image_id`` order (``image_index`` without ``.png``), the order of the row-group index."""
+    ids = pc.replace_substring_regex(table["image_index"], pattern=r"\.png$", replacement="")
+    return table.take(pc.sort_indices(ids))
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -182,15 +216,16 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
     if store.exists(done_key):
         log.info("unit %s already converted in this run: skipped", unit.name)
         return _summary(get_json(store, done_key))
-    rows = UnitRows(
-        get_table(store, layout.plan_table_key(plan.run_id), [("split", "==", unit.split), ("unit", "==", unit.index)]),
-        plan.annotation_layers(),
+    table = get_table(
+        store, layout.plan_table_key(plan.run_id), [("split", "==", unit.split), ("unit", "==", unit.index)]
     )
+    rows = UnitRows(_by_image_id(table), plan.annotation_layers())
     out = _write_unit(store, cfg, unit, rows, release)
     result = {
         "unit": unit.name,
         "split": unit.split,
         "images": len(out.digests),
+        "image_bytes": out.image_bytes,
         "files": out.files,
         "digests": out.digests,
         "quarantine": out.quarantine,

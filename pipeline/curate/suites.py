@@ -41,7 +41,7 @@ import pandas as pd
 
 from pipeline.curate.outcomes import ExpectationOutcome, SuiteRun, plain
 from pipeline.curate.reading import short
-from pipeline.errors import SuiteError
+from pipeline.errors import SuiteError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,21 @@ def quiet() -> Iterator[None]:
 
 
 def gx(module: str = "great_expectations") -> Any:
-    """Import a GX module quietly (lazily: importing GX takes seconds)."""
+    """Import a GX module quietly (lazily: importing GX takes seconds).
+
+    Raises:
+        UsageError: Great Expectations is not installed (an install for reading releases only).
+    """
     with quiet():
-        return importlib.import_module(module)
+        try:
+            return importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "great_expectations":
+                raise
+            raise UsageError(
+                "Great Expectations is not installed: this install can read releases but not run the pipeline; "
+                "install it with pip install -e '.[pipeline]' (or '.[airflow]')"
+            ) from None
 
 
 @functools.cache

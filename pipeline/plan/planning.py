@@ -3,8 +3,8 @@
 Every input image and metadata row ends up either in the plan (to be published) or in the
 quarantine table with its reason. The plan is kept in the run's workspace:
 
-- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, unit, raw key, sha256, and one
-  ``layer__<id>`` column per annotation layer: :mod:`pipeline.plan.annotations`)
+- ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, ``patient_order``, unit, raw key,
+  sha256, and one ``layer__<id>`` column per annotation layer: :mod:`pipeline.plan.annotations`)
 - ``runs/<run>/quarantine.parquet``: shard, member, image, reason
 - ``runs/<run>/plan.json``: version, input fingerprint, units, counts
 """
@@ -12,12 +12,14 @@ quarantine table with its reason. The plan is kept in the run's workspace:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 import pipeline
@@ -120,21 +122,87 @@ def assign(frame: pd.DataFrame, cfg: RunConfig, lists: dict[str, list[str]]) -> 
     return frame, mode
 
 
-def cut_units(frame: pd.DataFrame, target_bytes: int) -> tuple[pd.DataFrame, list[Unit]]:
-    """Number consecutive images of each split into units of about ``target_bytes``."""
-    splits, sizes = frame["split"].to_numpy(), frame["size"].to_numpy()
-    unit_col, units = [0] * len(frame), []
+def cut_units(frame: pd.DataFrame, target_bytes: int, min_shards: int = 1) -> tuple[pd.DataFrame, list[Unit]]:
+    """Cut each split's images, in the frame's order, into contiguous units numbered from 0, balanced in bytes.
+
+    A split gets the fewest units that keep each one within ``target_bytes`` (an image over it is a unit of its
+    own, never dropped), and at least ``min_shards`` of them, or one per image when it has fewer images than that.
+    Adds the ``unit`` column (the unit's index within its split).
+    """
+    splits, sizes = frame["split"].to_numpy(), frame["size"].to_numpy(dtype="int64")
+    unit_col, units = np.zeros(len(frame), dtype="int64"), []
     for name in split.SPLITS:
-        current, size, count = 0, 0, 0
-        for i in (i for i in range(len(frame)) if splits[i] == name):
-            if count and size + int(sizes[i]) > target_bytes:
-                units.append(Unit(name, current, count, size))
-                current, size, count = current + 1, 0, 0
-            unit_col[i] = current
-            size, count = size + int(sizes[i]), count + 1
-        if count:
-            units.append(Unit(name, current, count, size))
+        rows = np.flatnonzero(splits == name)
+        bounds = balanced_cuts(sizes[rows], target_bytes, min_shards) if len(rows) else []
+        for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
+            unit_col[rows[start:stop]] = index
+            units.append(Unit(name, index, stop - start, int(sizes[rows[start:stop]].sum())))
     return frame.assign(unit=unit_col), units
+
+
+def balanced_cuts(sizes: np.ndarray, target_bytes: int, min_shards: int = 1) -> list[int]:
+    """Boundaries ``[0, b1, ..., n]`` of ``k`` contiguous, non-empty parts of ``sizes`` (n >= 1 items).
+
+    ``k`` is the fewest parts that keep every part of more than one item within ``target_bytes``, or
+    ``min(min_shards, n)`` when that is more. The parts take equal shares of the total where that keeps them within
+    the target, else the least largest part that ``k`` parts allow.
+    """
+    ends = np.cumsum(sizes, dtype="int64")
+    k = max(len(_packed(ends, target_bytes)) - 1, min(min_shards, len(ends)))
+    even = _even_cuts(ends, k)
+    if _within(ends, even, target_bytes):
+        return even
+    low, high = 1, target_bytes  # the least cap whose packing needs at most k parts (the target's does)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if len(_packed(ends, middle)) - 1 <= k else (middle + 1, high)
+    return _split_to(ends, _packed(ends, low), k)
+
+
+def _part_sums(ends: np.ndarray, bounds: list[int]) -> np.ndarray:
+    return np.diff(np.concatenate([[0], ends[np.array(bounds[1:]) - 1]]))
+
+
+def _within(ends: np.ndarray, bounds: list[int], cap: int) -> bool:
+    """Whether every part of more than one item sums to at most ``cap``."""
+    return bool(np.all((_part_sums(ends, bounds) <= cap) | (np.diff(bounds) == 1)))
+
+
+def _even_cuts(ends: np.ndarray, k: int) -> list[int]:
+    """``k`` non-empty parts, each boundary at the running sum nearest to its share (on a tie, the earlier one)."""
+    n, total, scaled, bounds = len(ends), int(ends[-1]), ends * k, [0]
+    for u in range(1, k):
+        j = int(np.searchsorted(scaled, u * total))  # the first item whose running sum reaches the share
+        below = int(scaled[j - 1]) if j else 0
+        cut = j if u * total - below <= int(scaled[j]) - u * total else j + 1
+        bounds.append(min(max(cut, bounds[-1] + 1), n - (k - u)))
+    return [*bounds, n]
+
+
+def _packed(ends: np.ndarray, cap: int) -> list[int]:
+    """Greedy packing: each part takes items while its sum stays within ``cap`` (an item over it alone)."""
+    bounds = [0]
+    while bounds[-1] < len(ends):
+        base = int(ends[bounds[-1] - 1]) if bounds[-1] else 0
+        bounds.append(max(int(np.searchsorted(ends, base + cap, side="right")), bounds[-1] + 1))
+    return bounds
+
+
+def _split_to(ends: np.ndarray, bounds: list[int], k: int) -> list[int]:
+    """Halve the largest part of several items (by bytes) until there are ``k`` parts."""
+    while len(bounds) - 1 < k:
+        sums = np.where(np.diff(bounds) > 1, _part_sums(ends, bounds), -1)
+        i = int(np.argmax(sums))
+        start, stop = bounds[i], bounds[i + 1]
+        middle = _even_cuts(ends[start:stop] - (int(ends[start - 1]) if start else 0), 2)[1]
+        bounds.insert(i + 1, start + middle)
+    return bounds
+
+
+def patient_order(frame: pd.DataFrame) -> pd.Series:
+    """Each image's place among its patient's images (0 for the first), by ``follow_up`` then ``image_index``."""
+    ordered = frame.sort_values(["patient_id", "follow_up", "image_index"], kind="stable")
+    return ordered.groupby("patient_id", sort=False).cumcount().reindex(frame.index).astype("int64")
 
 
 def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_hashes: dict[str, str]) -> str:
@@ -146,6 +214,7 @@ def fingerprint(cfg: RunConfig, mode: str, shard_hashes: dict[str, str], file_ha
         "val_fraction": cfg.val_fraction,
         "test_fraction": cfg.test_fraction,
         "shard_target_bytes": cfg.shard_target_bytes,
+        "min_shards": cfg.min_shards,
         "variant_size": cfg.variant_size,
         "shards": shard_hashes,
         "files": file_hashes,
@@ -195,7 +264,8 @@ def draft(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]], cur
     )
     checked = _with_layer_rows(checked, joined)
     frame, mode = assign(joined.frame, cfg, lists)
-    frame, units = cut_units(frame, cfg.shard_target_bytes)
+    frame = frame.assign(patient_order=patient_order(frame))
+    frame, units = cut_units(frame, cfg.shard_target_bytes, cfg.min_shards)
     fp = fingerprint(cfg, mode, archives, curated["file_sha256"])
     return Draft(frame, checked, units, mode, fp, archives, stats.check_release_metadata(frame), joined.layers)
 

@@ -1,7 +1,8 @@
-"""The dataset card of a release: ``README.md`` beside the data, with two PNG plots under ``card/``.
+"""The dataset card of a release: ``README.md`` beside the data, with its PNG plots under ``card/``.
 
 The card is written for a person deciding whether and how to use the release: what is in it (images
-and patients per split, label prevalence, age/sex/view), its annotation layers beside the primary labels
+and patients per split, the full images and the small copy, label prevalence under the one name each label has in
+the release beside NIH's spelling, age/sex/view), its annotation layers beside the primary labels
 (coverage, agreement, relabels: :mod:`pipeline.layers.compare`), what the pipeline did about the source's
 quirks, what changed since the parent release, the dataset's known limitations, and how to cite it.
 It is deterministic for the same inputs (no clock, no run id), like every other file of a release.
@@ -10,21 +11,22 @@ It is deterministic for the same inputs (no clock, no run id), like every other 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from pipeline import nih
+from pipeline import options
 from pipeline.layers.compare import LayerComparison, render_section
 from pipeline.plan.kinds import kinds_text
 from pipeline.plan.split import SPLITS
 from pipeline.publish import card_plots
+from pipeline.publish.card_plots import AGE_PLOT, LABEL_COLUMNS, LABEL_PLOT, SEX_VIEW_PLOT
 from pipeline.publish.diff import ReleaseDiff
 
-LABEL_PLOT = "card/label_prevalence.png"
-AGE_PLOT = "card/age_histogram.png"
+__all__ = ["CITATION", "LIMITATIONS", "CardFacts", "card_files", "quirk_counts", "render_card", "validation_summary"]
+
 CITATION = """@inproceedings{wang2017chestxray8,
   title     = {ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised
                Classification and Localization of Common Thorax Diseases},
@@ -47,10 +49,25 @@ LIMITATIONS = (
     "One hospital (NIH Clinical Center, Bethesda), images from 1992-2015: results may not transfer to other "
     "sites. Not for clinical use.",
 )
+CLOSING = [
+    "## Known limitations",
+    "",
+    *[f"- {item}" for item in LIMITATIONS],
+    "",
+    "## Citation and licence",
+    "",
+    "The images and labels are public domain, courtesy of the NIH Clinical Center; there are no restrictions "
+    "on their use. Please acknowledge the NIH Clinical Center as the data provider and cite:",
+    "",
+    "```bibtex",
+    CITATION,
+    "```",
+]
 SPLIT_MODES = {
     "official": "test = the patients of NIH's `test_list.txt`; val = a stable hash of the patient id",
     "patient-hash": "train/val/test by a seeded hash of the patient id",
 }
+_FAILED_KEYS = ("severity", "suite", "check", "expectation", "column", "unexpected_count", "description")
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,10 @@ class CardFacts:
     accounting: dict[str, Any] = field(default_factory=dict)
     #: One comparison per annotation layer, in the order the run named them (``pipeline.layers.compare``).
     layers: tuple[LayerComparison, ...] = ()
+    #: The manifest's ``image_bytes``: split -> {"full": bytes of ``image``, "small": bytes of ``image_small``}.
+    image_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Long side of the small copy in pixels (the run's ``variant_size``); None or 0: the release has none.
+    small_side: int | None = int(options.default_of("variant_size"))
 
 
 NOTE_TEXT = {
@@ -102,13 +123,7 @@ def validation_summary(results: dict[str, Any]) -> dict[str, Any]:
         "expectations": len(outcomes),
         "blocking_failures": int(results.get("blocking_failures", 0)),
         "warnings": int(results.get("warnings", 0)),
-        "failed": [
-            {
-                k: o.get(k)
-                for k in ("severity", "suite", "check", "expectation", "column", "unexpected_count", "description")
-            }
-            for o in failed
-        ],
+        "failed": [{k: o.get(k) for k in _FAILED_KEYS} for o in failed],
         "variants": dict(results.get("variants", {})),
     }
 
@@ -140,23 +155,56 @@ def _splits_section(facts: CardFacts) -> list[str]:
     return ["## Images and patients per split", "", *_table(["split", "images", "patients", "share"], rows), "", note]
 
 
-def _labels_section(facts: CardFacts) -> list[str]:
-    rows = []
-    for label in nih.LABELS:
-        cells = []
-        for s in SPLITS:
-            share = facts.stats[s]["label_prevalence"].get(label, 0.0)
-            cells.append(f"{_pct(share)} ({round(share * facts.stats[s]['images']):,})")
-        rows.append([label.replace("_", " "), *cells])
+def _size(n: int) -> str:
+    power = next((p for p in (4, 3, 2, 1) if n >= 1024**p), 0)
+    return f"{n:,} B" if power == 0 else f"{n / 1024**power:.1f} {'KMGT'[power - 1]}iB"
+
+
+def _images_section(facts: CardFacts) -> list[str]:
+    side, full = facts.small_side, "`image` in the Parquet rows, `<id>.png` in the WebDataset shards"
+    text = (
+        f"Every image comes twice, both 8-bit grayscale PNG: the full image ({full}) and a small copy downsized to "
+        f"{side} px on its long side (`image_small`, `<id>.small.png`). Read the small copy when {side} px is enough: "
+        "it is a fraction of the bytes to fetch and decode." if side else "This release has no small copy (built "
+        f"with `variant_size` off): `image_small` is null, the shards hold no `<id>.small.png`. The full image: {full}."
+    )  # fmt: skip
+    lines = ["## Full images and the small copy", "", text]
+    sizes = {s: facts.image_bytes[s] for s in SPLITS if s in facts.image_bytes}
+    if not sizes:
+        return lines
+    kinds = {"full": "full (`image`)", **({"small": "small (`image_small`)"} if side else {})}
+    rows = [[s, f"{facts.stats[s]['images']:,}", *(_size(b.get(k, 0)) for k in kinds)] for s, b in sizes.items()]
+    total = [_size(sum(b.get(k, 0) for b in sizes.values())) for k in kinds]
+    rows.append(["**all**", f"{sum(facts.stats[s]['images'] for s in sizes):,}", *total])
+    return [*lines, "", "PNG bytes per split:", "", *_table(["split", "images", *kinds.values()], rows)]
+
+
+def _label_row(facts: CardFacts, counts: Mapping[str, Mapping[str, int]] | None, column: str) -> list[str]:
+    label, cells = LABEL_COLUMNS[column], []
+    for s in SPLITS:
+        images = facts.stats[s]["images"]
+        n = counts[s][column] if counts else round(facts.stats[s]["label_prevalence"].get(label, 0.0) * images)
+        cells.append(f"{_pct(n / max(images, 1))} ({n:,})")
+    return [f"`{column}`", label, *cells]
+
+
+def _labels_section(facts: CardFacts, counts: Mapping[str, Mapping[str, int]] | None) -> list[str]:
+    rows = [_label_row(facts, counts, column) for column in LABEL_COLUMNS]
     return [
         "## Label prevalence per split",
         "",
         f"![Label prevalence per split]({LABEL_PLOT})",
         "",
         "Share of each split's images carrying the label (count in brackets). An image may carry several "
-        "findings; `No Finding` never goes with a finding.",
+        "findings; `no_finding` never goes with a finding.",
         "",
-        *_table(["label", *SPLITS], rows),
+        "Each label has one name in the release, its column (first column): the boolean columns of the Parquet "
+        "rows and the shards' `.json`, the findings a selection names, and the order of every label vector "
+        "(`<id>.labels.npy`, the tensors of `torch_dataset`; the manifest's `label_columns`) are this table's, in "
+        "this order. NIH's spelling (second column) is kept only in the `labels` list, as `Data_Entry_2017.csv` "
+        "writes it.",
+        "",
+        *_table(["label", "NIH spelling", *SPLITS], rows),
     ]
 
 
@@ -190,7 +238,7 @@ def _layers_section(facts: CardFacts) -> list[str]:
     ]
     for comparison in facts.layers:
         lines += ["", *_layer_heading(comparison), *render_section(comparison)]
-    return [*lines, ""]
+    return lines
 
 
 def _age_cell(summary: dict[str, Any], key: str) -> str:
@@ -213,7 +261,9 @@ def _patients_section(facts: CardFacts) -> list[str]:
     return [
         "## Age, sex and view position",
         "",
-        f"![Age histogram]({AGE_PLOT})",
+        f"![Age per split: each split's share of its images with a known age, per decade]({AGE_PLOT})",
+        "",
+        f"![Sex and view position per split]({SEX_VIEW_PLOT})",
         "",
         *_table(["split", "mean age", "median", "min", "max", "age missing"], ages),
         "",
@@ -317,58 +367,33 @@ def _provenance_section(facts: CardFacts) -> list[str]:
     ]
 
 
-def render_card(facts: CardFacts) -> str:
-    """The card as Markdown."""
-    everything = facts.stats["all"]
-    lines = [
+def _intro(facts: CardFacts) -> list[str]:
+    everything, small = facts.stats["all"], ", `<id>.small.png`" if facts.small_side else ""
+    return [
         f"# NIH ChestX-ray14 — release {facts.version}",
         "",
         f"{everything['images']:,} frontal chest X-ray images of {everything['patients']:,} patients from the NIH "
         "Clinical Center, as 8-bit grayscale PNG, with 14 thoracic finding labels (or `No Finding`), split by "
         "patient into train, val and test. Each image is in `parquet/split=<split>/` (one row per image, PNG "
-        "bytes in `image`) and in the WebDataset shards `webdataset/<split>/` (`<id>.png`, `<id>.json`, "
-        "`<id>.labels.npy`); `metadata.parquet` has the same rows without pixels.",
+        f"bytes in `image`{', the small copy in `image_small`' if small else ''}) and in the WebDataset shards "
+        f"`webdataset/<split>/` (`<id>.png`{small}, `<id>.json`, `<id>.labels.npy`); `metadata.parquet` has the "
+        "same rows without pixels.",
         "",
         f"Parent release: {facts.parent or 'none (first release)'}.",
-        "",
-        *_splits_section(facts),
-        "",
-        *_labels_section(facts),
-        "",
-        *_layers_section(facts),
-        *_patients_section(facts),
-        "",
-        *_quirks_section(facts),
-        "",
-        *_validation_section(facts),
-        "",
-        *_diff_section(facts),
-        "",
-        "## Known limitations",
-        "",
-        *[f"- {item}" for item in LIMITATIONS],
-        "",
-        "## Citation and licence",
-        "",
-        "The images and labels are public domain, courtesy of the NIH Clinical Center; there are no restrictions "
-        "on their use. Please acknowledge the NIH Clinical Center as the data provider and cite:",
-        "",
-        "```bibtex",
-        CITATION,
-        "```",
-        "",
-        *_provenance_section(facts),
-        "",
     ]
-    return "\n".join(lines)
+
+
+def render_card(facts: CardFacts, counts: Mapping[str, Mapping[str, int]] | None = None) -> str:
+    """The card as Markdown; ``counts`` (``card_plots.label_counts``) makes label counts exact, not share x images."""
+    sections = [
+        _intro(facts), _splits_section(facts), _images_section(facts), _labels_section(facts, counts),
+        _layers_section(facts), _patients_section(facts), _quirks_section(facts), _validation_section(facts),
+        _diff_section(facts), CLOSING, _provenance_section(facts),
+    ]  # fmt: skip
+    return "\n\n".join("\n".join(section) for section in sections if section) + "\n"
 
 
 def card_files(facts: CardFacts, meta: pd.DataFrame) -> dict[str, bytes]:
     """The card and its plots: release-relative path -> bytes."""
-    prevalence = {s: facts.stats[s]["label_prevalence"] for s in SPLITS}
-    ages = {s: [float(a) for a in meta.loc[meta["split"] == s, "age_years"].dropna()] for s in SPLITS}
-    return {
-        "README.md": render_card(facts).encode(),
-        LABEL_PLOT: card_plots.label_prevalence_png(prevalence, nih.LABELS),
-        AGE_PLOT: card_plots.age_histogram_png(ages),
-    }
+    card = render_card(facts, card_plots.label_counts(meta)).encode()
+    return {"README.md": card, **card_plots.plot_files(facts.stats, meta)}

@@ -2,54 +2,80 @@
 
 It lists the release's files with their SHA-256 (``metadata.parquet``, ``quarantine.parquet``) and
 file sets (the Parquet parts per split, the WebDataset shards), and describes two record sets:
-``metadata`` (one record per image, no pixels) and ``images`` (the same rows with the PNG bytes). Each annotation
-layer the manifest lists adds its table ``annotations/<id>.parquet`` and a record set ``annotations_<id>``: one
-record per covered image (a box layer: one per box), its fields, and the file and line each row came from.
-File locations are relative to ``croissant.json``, so the description stays valid wherever the release
-is copied or mirrored.
+``metadata`` (one record per image, no pixels) and ``images`` (the same rows with the full PNG in ``image`` and the
+small copy in ``image_small``). Both carry the finding columns, ``labels`` (repeated text, NIH's spelling),
+``bboxes`` (repeated, with sub-fields ``label``/``x``/``y``/``w``/``h``), the pixel spacing and, where the files
+have it, ``patient_order``. Each annotation layer the manifest lists adds its table ``annotations/<id>.parquet``
+and a record set ``annotations_<id>``: one record per covered image (a box layer: one per box), its fields, and the
+file and line each row came from. ``version`` is the release's version exactly as published (``2026.12.02``,
+``v1``; mlcroissant warns that such a version is not Semantic Versioning, which is no error). File locations are
+relative to ``croissant.json``, so the description stays valid wherever the release is copied or mirrored.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from pipeline import nih
-from pipeline.convert.schema import FINDING_COLUMNS
+from pipeline.convert.schema import FINDING_COLUMNS, metadata_schema, release_schema
 from pipeline.layers.schema import Layer
 from pipeline.plan.split import SPLITS
 from pipeline.publish.card import CITATION
+
+__all__ = [
+    "BOX_COLUMNS",
+    "COLUMNS",
+    "CONFORMS_TO",
+    "LAYER_DATA_TYPES",
+    "PROVENANCE_COLUMNS",
+    "build_croissant",
+    "context",
+    "date_published",
+    "layers_of",
+]
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 PARQUET = "application/x-parquet"
 LICENSE = "https://creativecommons.org/publicdomain/mark/1.0/"
 _DATE_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?$")
 
-#: column -> (Croissant data type, description)
+#: column -> (Croissant data type, description), in the files' order; a column the files lack is not described.
 COLUMNS: dict[str, tuple[str, str]] = {
     "image_id": ("sc:Text", "Image name without extension: <8-digit patient id>_<3-digit follow-up>."),
     "image_index": ("sc:Text", "Image file name as in Data_Entry_2017.csv."),
     "patient_id": ("sc:Integer", "Patient identifier; every image of a patient is in one split."),
     "follow_up": ("sc:Integer", "Follow-up number of the image for its patient."),
+    "patient_order": ("sc:Integer", "0 for the patient's first image by follow-up, 1 for the next, and so on."),
     "age_years": ("sc:Float", "Patient age in years; null when the source age was impossible or unreadable."),
     "sex": ("sc:Text", "Patient sex as recorded: M or F."),
     "view_position": ("sc:Text", "View position: PA or AP."),
-    "split": ("sc:Text", "train, val or test (patient-level)."),
+    "labels": ("sc:Text", "The image's labels as NIH spells them (Pleural_Thickening, No Finding); the boolean "
+               "columns name the same labels as the release does everywhere else (pleural_thickening)."),
     "no_finding": ("sc:Boolean", "True when the image carries the label No Finding."),
     "original_width": ("sc:Integer", "Width of the original image in pixels."),
     "original_height": ("sc:Integer", "Height of the original image in pixels."),
+    "pixel_spacing_x": ("sc:Float", "Horizontal size of a pixel of the original image, in mm."),
+    "pixel_spacing_y": ("sc:Float", "Vertical size of a pixel of the original image, in mm."),
+    "split": ("sc:Text", "train, val or test (patient-level)."),
     "converted": ("sc:Boolean", "True when the source PNG was not 8-bit grayscale and was re-encoded."),
     "sha256": ("sc:Text", "SHA-256 of the published PNG bytes."),
+}  # fmt: skip
+#: Columns that hold a list: each is a repeated field.
+REPEATED = frozenset({"labels"})
+#: The pixel columns of the Parquet parts (record set ``images``).
+IMAGE_COLUMNS: dict[str, str] = {
+    "image": "The full image: 8-bit grayscale PNG as published.",
+    "image_small": "The small copy of the image: the PNG downsized on its long side (the card names the size); "
+    "null when the release was built without it.",
 }
 
 
-def croissant_version(version: str) -> str | None:
-    """The release version as Semantic Versioning (``2026.01.05.2`` -> ``2026.1.5+2``); None if not a date."""
+def date_published(version: str) -> str | None:
+    """The date a version named by date stands for (``2026.12.02.2`` -> ``2026-12-02``); None for other names."""
     match = _DATE_VERSION.match(version)
-    if not match:
-        return None
-    major, minor, patch, extra = match.groups()
-    return f"{int(major)}.{int(minor)}.{int(patch)}" + (f"+{int(extra)}" if extra else "")
+    return "-".join(f"{int(part):02d}" for part in match.groups()[:3]) if match else None
 
 
 def _file_object(path: str, entry: dict[str, Any], description: str) -> dict[str, Any]:
@@ -110,11 +136,31 @@ def _field(
     return field
 
 
-def _fields(record_set: str, source: str) -> list[dict[str, Any]]:
-    fields = [_field(record_set, source, col, kind, text) for col, (kind, text) in COLUMNS.items()]
+def _bboxes_field(record_set: str, source: str) -> dict[str, Any]:
+    """``bboxes``: a repeated field, one record per box, its sub-fields read from each box's struct."""
+    field = _field(record_set, source, "bboxes", "", "The image's boxes from BBox_List_2017.csv (most have none).")
+    del field["dataType"]
+    field["repeated"] = True
+    field["subField"] = []
+    for name, (kind, text) in BOX_COLUMNS.items():
+        sub = _field(f"{record_set}/bboxes", source, "bboxes", kind, text)
+        sub |= {"@id": f"{record_set}/bboxes/{name}", "name": name}
+        sub["source"]["transform"] = {"jsonPath": name}
+        field["subField"].append(sub)
+    return field
+
+
+def _fields(record_set: str, source: str, columns: Collection[str]) -> list[dict[str, Any]]:
+    """The fields of the columns the files have: the ones of :data:`COLUMNS`, the findings, ``bboxes``."""
+    fields = [
+        _field(record_set, source, col, kind, text, repeated=col in REPEATED)
+        for col, (kind, text) in COLUMNS.items()
+        if col in columns
+    ]
     for column, label in zip(FINDING_COLUMNS, nih.FINDINGS, strict=True):
-        fields.append(_field(record_set, source, column, "sc:Boolean", f"True when the image carries {label}."))
-    return fields
+        if column in columns:
+            fields.append(_field(record_set, source, column, "sc:Boolean", f"True when the image carries {label}."))
+    return [*fields, *([_bboxes_field(record_set, source)] if "bboxes" in columns else [])]
 
 
 def _distribution(files: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,14 +171,15 @@ def _distribution(files: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "parquet-files",
             [f"parquet/split={s}/*.parquet" for s in SPLITS],
             PARQUET,
-            "One row per image with the PNG bytes in column `image`, partitioned by split.",
+            "One row per image with the PNG bytes in column `image` and the small copy in `image_small`, "
+            "partitioned by split.",
         ),
         _file_set(
             "webdataset-shards",
             [f"webdataset/{s}/*.tar" for s in SPLITS],
             "application/x-tar",
-            "WebDataset shards: <id>.png, <id>.json (the metadata row), <id>.labels.npy (15 uint8, "
-            "the 14 findings then No Finding).",
+            "WebDataset shards: <id>.png, <id>.small.png (the small copy), <id>.json (the metadata row), "
+            "<id>.labels.npy (15 uint8, the 14 findings then no_finding, in the order of the label columns).",
         ),
     ]
 
@@ -183,20 +230,32 @@ def _layer_record_set(layer: Layer, table: str) -> dict[str, Any]:
     return record_set
 
 
-def _images_record_set() -> dict[str, Any]:
-    fields = _fields("images", "parquet-files")
-    image = _field("images", "parquet-files", "image", "sc:ImageObject", "The PNG image (8-bit grayscale).")
+def _images_record_set(columns: Collection[str]) -> dict[str, Any]:
+    fields = _fields("images", "parquet-files", columns)
+    pixels = [
+        _field("images", "parquet-files", col, "sc:ImageObject", text)
+        for col, text in IMAGE_COLUMNS.items()
+        if col in columns
+    ]
     return {
         "@type": "cr:RecordSet",
         "@id": "images",
         "name": "images",
-        "description": "Every image of the release with its metadata and PNG bytes.",
+        "description": "Every image of the release with its metadata, the full PNG (`image`) and the small copy "
+        "(`image_small`).",
         "key": {"@id": "images/image_id"},
-        "field": [*fields, image],
+        "field": [*fields, *pixels],
     }
 
 
-def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], url: str) -> dict[str, Any]:
+def build_croissant(
+    manifest: dict[str, Any],
+    files: dict[str, dict[str, Any]],
+    url: str,
+    *,
+    metadata_columns: Collection[str] | None = None,
+    part_columns: Collection[str] | None = None,
+) -> dict[str, Any]:
     """The Croissant JSON-LD of a release.
 
     Args:
@@ -204,7 +263,12 @@ def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], 
         files: Release-relative path -> manifest file entry (needs ``metadata.parquet``, ``quarantine.parquet`` and
             each layer's ``annotations/<id>.parquet``).
         url: Where the release lives (``s3://bucket/prefix/releases/<version>/``).
+        metadata_columns: The columns of ``metadata.parquet`` (default: :func:`metadata_schema`'s); only columns
+            the file has are described.
+        part_columns: The columns of the Parquet parts (default: :func:`release_schema`'s).
     """
+    meta_cols = set(metadata_schema().names if metadata_columns is None else metadata_columns)
+    part_cols = set(release_schema().names if part_columns is None else part_columns)
     version = str(manifest["version"])
     counts = manifest.get("counts", {})
     layers = layers_of(manifest)
@@ -229,18 +293,18 @@ def build_croissant(manifest: dict[str, Any], files: dict[str, dict[str, Any]], 
                 "@type": "cr:RecordSet",
                 "@id": "metadata",
                 "name": "metadata",
-                "description": "One record per image: patient, labels (one boolean per finding), split.",
+                "description": "One record per image: patient, labels (NIH's list and one boolean per label "
+                "column), boxes, pixel spacing, split; no pixels.",
                 "key": {"@id": "metadata/image_id"},
-                "field": _fields("metadata", "metadata.parquet"),
+                "field": _fields("metadata", "metadata.parquet", meta_cols),
             },
-            _images_record_set(),
+            _images_record_set(part_cols),
             *(_layer_record_set(lay, path) for lay, path in layers),
         ],
     }
-    match = _DATE_VERSION.match(version)
-    if match:
-        doc["version"] = croissant_version(version)
-        doc["datePublished"] = "-".join(f"{int(part):02d}" for part in match.groups()[:3])
+    doc["version"] = version
+    if date_published(version):
+        doc["datePublished"] = date_published(version)
     return doc
 
 

@@ -3,7 +3,8 @@
 The ``publish_release`` task calls :func:`finish` once all conversion units of a run are done. Images that
 conversion found undecodable (listed in the unit results) join the plan's quarantine here, with the boxes of
 those images, and leave the counts, so the release, its card, its manifest and its accounting all tell the
-same story. Writes ``metadata.parquet`` (no pixels),
+same story (``metadata.parquet``'s ``patient_order`` counts the published images only; the manifest's
+``image_bytes`` sums the units' full and small PNGs per split). Writes ``metadata.parquet`` (no pixels),
 ``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
 ``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
 last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
@@ -33,7 +34,7 @@ from pipeline.layers import release as layer_release
 from pipeline.layers.schema import Layer
 from pipeline.plan import annotations as plan_layers
 from pipeline.plan.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, accounting_summary
-from pipeline.plan.planning import Plan, Unit
+from pipeline.plan.planning import Plan, Unit, patient_order
 from pipeline.plan.split import SPLITS
 from pipeline.plan.stats import split_statistics
 from pipeline.publish import accounting, card, croissant, diff
@@ -153,11 +154,29 @@ def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> p
     """The release's rows without pixels, sorted by split then image index."""
     frame = get_frame(store, layout.plan_table_key(plan.run_id)).drop(columns=["sha256"])
     digests = pd.DataFrame([d for r in results for d in r["digests"]])
-    frame = frame.merge(digests, on="image_index", how="inner")
+    frame = _published_order(frame.merge(digests, on="image_index", how="inner"))
     layers = plan.annotation_layers()
     rows = [to_record(row, row["sha256"], bool(row["converted"]), layers) for row in records(frame)]
     rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
     return pa.Table.from_pylist(rows, schema=metadata_schema(layers))
+
+
+def _published_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The published rows with ``patient_order`` counted over them (the plan's counted the images quarantined at
+    conversion too; those images' patients keep the plan's order in their Parquet rows and tar samples)."""
+    published = patient_order(frame)
+    if moved := int((published != frame["patient_order"]).sum()):
+        log.warning("patient_order of %d image(s) differs from their Parquet rows' (an image quarantined)", moved)
+    return frame.assign(patient_order=published)
+
+
+def image_bytes(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Bytes of the published full (``image``) and small (``image_small``) PNGs per split, from the unit results."""
+    total = {split: {"full": 0, "small": 0} for split in SPLITS}
+    for result in results:
+        for copy, size in result.get("image_bytes", {}).items():
+            total[str(result["split"])][copy] += int(size)
+    return total
 
 
 def _point_latest_if_behind(store: Store, plan: Plan) -> None:
@@ -300,6 +319,7 @@ def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
         "statistics": facts.stats,
         "quirks": {**facts.quirks, "metadata_notes": facts.metadata_notes},
         "validation": facts.validation,
+        "image_bytes": facts.image_bytes,
         "diff_from_parent": facts.diff.counts() if facts.diff else None,
         "layer_diff_from_parent": {k: c.counts() for k, c in facts.diff.layers.items()} if facts.diff else None,
         "card": "README.md",
@@ -335,6 +355,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     files, table, layer_tables = _data_side_files(store, plan, results, quarantine)
     meta = table.to_pandas()
     facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
+    facts = dataclasses.replace(facts, image_bytes=image_bytes(results), small_side=cfg.variant_size)
     layers = [
         layer_release.manifest_entry(layer, published, comparison.to_json())
         for (layer, published), comparison in zip(layer_tables, facts.layers, strict=True)

@@ -100,9 +100,14 @@ def wids_index(version: str, split: str, files: list[dict[str, Any]]) -> dict[st
 
 
 def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    """Everything a consumer needs to trust and read the release."""
+    """Everything a consumer needs to trust and read the release.
+
+    ``label_columns`` names the columns of ``label_vector_order``'s labels, in that order; ``extra`` adds what
+    :func:`pipeline.publish.finish.finish` gathered (statistics, accounting, ``image_bytes`` per split...).
+    """
     from pipeline.convert.schema import release_schema
     from pipeline.plan.crosscheck import accounting_summary
+
     return {
         "version": plan.version,
         "input_fingerprint": plan.fingerprint,
@@ -117,6 +122,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
         **accounting_summary(plan.quarantine_reasons, plan.subset),  # quarantined_by_kind, not_in_source
         "labels": list(nih.LABELS),
         "label_vector_order": [*nih.FINDINGS, nih.NO_FINDING],
+        "label_columns": [nih.finding_column(label) for label in (*nih.FINDINGS, nih.NO_FINDING)],
         "schema": {f.name: str(f.type) for f in release_schema(plan.annotation_layers())},
         "config": {
             "split_mode": cfg.split_mode,
@@ -124,6 +130,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
             "val_fraction": cfg.val_fraction,
             "test_fraction": cfg.test_fraction,
             "shard_target_bytes": cfg.shard_target_bytes,
+            "min_shards": cfg.min_shards,
         },
         "sources": plan.sources,
         "files": sorted(files, key=lambda f: f["path"]),

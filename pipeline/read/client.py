@@ -7,6 +7,8 @@
     meta = release.to_pandas()                # metadata of every image, no pixels
     train = release.dataset("train")          # pyarrow dataset with the PNG bytes in ``image``
     urls = release.shard_urls("train")        # presigned HTTP URLs of the WebDataset shards
+    pa_only = release.select("train", views=["PA"])  # a Selection: every reader takes one where it takes a split
+    row = release.get("00000001_000")         # one image's row with its PNG bytes, reading only its row group
 
 Only versions with a ``manifest.json`` are releases: a version still being written (claimed, no manifest)
 cannot be opened. Every file a handle reads is one the manifest lists, never a listing of the prefix.
@@ -15,31 +17,43 @@ Read-only credentials are enough.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from pipeline.config import StoreConfig
-from pipeline.errors import PipelineError, ReleaseNotFoundError, UsageError, VerifyError
-from pipeline.plan.split import SPLITS
+from pipeline.errors import PipelineError, ReleaseNotFoundError, UsageError
 from pipeline.publish.latest import version_key
 from pipeline.publish.listing import list_versions, resolve_version
 from pipeline.publish.manifest import read_manifest
+from pipeline.read.access import get_image
+from pipeline.read.download import download_release, local_path
+from pipeline.read.selection import (
+    Selection,
+    check_filter,
+    check_split,
+    image_column,
+    read_rows,
+    resolve,
+    select,
+    split_of,
+)
 from pipeline.store import layout
 from pipeline.store.storage import Store
 
 #: The consumers' API; ``ReleaseNotFoundError`` (from :mod:`pipeline.errors`) is what ``open`` raises for a non-release.
-__all__ = ["Release", "ReleaseClient", "ReleaseNotFoundError", "load_httpfs"]
+__all__ = ["Release", "ReleaseClient", "ReleaseNotFoundError", "Selection", "load_httpfs"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +62,16 @@ PRESIGN_SECONDS = 6 * 3600
 
 @dataclass(frozen=True)
 class Release:
-    """One published release: its manifest and handles on its files."""
+    """One published release: its manifest and handles on its files.
+
+    Every reader takes a split name, None (every split) or a :class:`Selection` (:meth:`select`).
+    """
 
     client: ReleaseClient
     version: str
     manifest: dict[str, Any]
+    #: What this process has read of the release already (metadata, Parquet footers); a release never changes.
+    cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def files(self, kind: str | None = None, split: str | None = None) -> list[dict[str, Any]]:
         """Manifest entries (paths relative to the release), optionally of one kind (``parquet``, ``wds``) and split."""
@@ -60,7 +79,7 @@ class Release:
         if kind is not None:
             entries = [f for f in entries if f["kind"] == kind]
         if split is not None:
-            _check_split(split)
+            check_split(split)
             entries = [f for f in entries if f"split={split}/" in f["path"] or f"webdataset/{split}/" in f["path"]]
         return sorted(entries, key=lambda f: f["path"])
 
@@ -78,44 +97,95 @@ class Release:
             raise UsageError(f"release {self.version} has no file {path!r}: its manifest lists every file it has")
         return self.client.store.uri(self.key(path))
 
-    def parquet_urls(self, split: str | None = None) -> list[str]:
+    def parquet_urls(self, split: str | Selection | None = None) -> list[str]:
         """``s3://`` URLs of the Parquet parts with pixels (one split, or all), for DuckDB, datasets, Spark..."""
-        parts = [f for f in self.files("parquet", split) if f["path"].startswith("parquet/")]
+        parts = [f for f in self.files("parquet", split_of(split)) if f["path"].startswith("parquet/")]
         return [self.client.store.uri(self.key(f["path"])) for f in parts]
 
-    def dataset(self, split: str | None = None) -> ds.Dataset:
-        """A pyarrow dataset over the Parquet parts (one row per image, PNG bytes in ``image``)."""
+    def filesystem(self) -> pafs.S3FileSystem:
+        """The client's pyarrow S3 filesystem, made once for this release so its connections are reused."""
+        if "filesystem" not in self.cache:
+            self.cache["filesystem"] = self.client.filesystem()
+        fs: pafs.S3FileSystem = self.cache["filesystem"]
+        return fs
+
+    def dataset(self, split: str | Selection | None = None) -> ds.Dataset:
+        """A pyarrow dataset over the Parquet parts (one row per image, PNG bytes in ``image``, the 256 px copy in
+        ``image_small``); for a selection, already filtered to its images (``dataset.to_table(columns=...)``)."""
         paths = [url.removeprefix("s3://") for url in self.parquet_urls(split)]
-        return ds.dataset(paths, filesystem=self.client.filesystem(), format="parquet")
+        dataset = ds.dataset(paths, filesystem=self.filesystem(), format="parquet")
+        if isinstance(split, Selection) and (expression := self.selection(split).filter_expression()) is not None:
+            dataset = dataset.filter(expression)
+        return dataset
 
     def metadata(self) -> pa.Table:
-        """``metadata.parquet``: every image's row without pixels, sorted by split then image."""
-        path = self.client.store.uri(self.key("metadata.parquet")).removeprefix("s3://")
-        return ds.dataset(path, filesystem=self.client.filesystem(), format="parquet").to_table()
+        """``metadata.parquet``: every image's row without pixels, sorted by split then image (read once)."""
+        if "metadata" not in self.cache:
+            path = self.client.store.uri(self.key("metadata.parquet")).removeprefix("s3://")
+            self.cache["metadata"] = ds.dataset(path, filesystem=self.filesystem(), format="parquet").to_table()
+        table: pa.Table = self.cache["metadata"]
+        return table
 
-    def to_pandas(self, split: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-        """A DataFrame of the metadata (no pixels), or of the Parquet parts when a pixel column is asked for."""
-        if columns is not None and ({"image", "image_small"} & set(columns)):
-            table = self.dataset(split).to_table(columns=columns)
-        else:
-            table = self.metadata()
-            if split is not None:
-                _check_split(split)
-                table = table.filter(ds.field("split") == split)
-            table = table.select(columns) if columns else table
-        frame: pd.DataFrame = table.to_pandas()
+    def select(
+        self, split: str | None = None, *, views: str | Iterable[str] | None = None,
+        findings: str | Iterable[str] | None = None, unique_patients: bool | str = False,
+        where: pc.Expression | None = None,
+    ) -> Selection:  # fmt: skip
+        """Choose images on the metadata (no pixels read): ``views=["PA"]``, ``findings=[...]`` (any of these
+        labels), ``unique_patients="first"`` (each patient's first image among those chosen), ``where=`` (a pyarrow
+        expression over the metadata). Every reader takes the result. Arguments: :func:`pipeline.read.selection.select`.
+        """
+        return select(
+            self.metadata(), self.manifest, split, views=views, findings=findings, unique_patients=unique_patients,
+            where=where,
+        )  # fmt: skip
+
+    def selection(self, split: str | Selection | None) -> Selection:
+        """A split name, None (every split) or a selection as a :class:`Selection` resolved to image ids."""
+        return resolve(self.metadata(), self.manifest, split)
+
+    def table(
+        self, split: str | Selection | None = None, columns: list[str] | None = None,
+        filter: pc.Expression | None = None, image: str | None = None,
+    ) -> pa.Table:  # fmt: skip
+        """The rows of a split or selection: from the metadata, or from the Parquet parts when pixels are asked for
+        (``image="full"`` adds ``image``, ``image="small"`` adds ``image_small``, or name them in ``columns``).
+
+        Raises:
+            UsageError: an unknown split, column or ``image`` value, or a ``filter`` that is no pyarrow expression.
+        """
+        return read_rows(self, split, columns, check_filter(filter), image)
+
+    def to_pandas(
+        self, split: str | Selection | None = None, columns: list[str] | None = None,
+        filter: pc.Expression | None = None, image: str | None = None,
+    ) -> pd.DataFrame:  # fmt: skip
+        """:meth:`table` as a DataFrame: the metadata (no pixels), or Parquet rows when pixels are asked for."""
+        frame: pd.DataFrame = self.table(split, columns, filter, image).to_pandas()
         return frame
 
-    def shard_urls(self, split: str, how: str = "presigned", expires: int = PRESIGN_SECONDS) -> list[str]:
-        """The WebDataset shards of one split, in order.
+    def get(self, image_id: str) -> dict[str, Any]:
+        """One image's metadata row plus ``image`` and ``image_small`` (PNG bytes), reading only its row group (a
+        :class:`~pipeline.errors.UsageError` for an id the release does not have)."""
+        return get_image(self, image_id)
+
+    def shard_urls(
+        self, split: str | Selection | None, how: str = "presigned", expires: int = PRESIGN_SECONDS
+    ) -> list[str]:
+        """The WebDataset shards of one split (a selection's split; None: every split), in order.
+
+        Each sample has ``<id>.png`` (full), ``<id>.small.png`` (256 px), ``<id>.json`` (the row) and
+        ``<id>.labels.npy`` (15 x uint8 in ``label_vector_order``); decode only the member you use. A selection
+        keeps its split's shards: filter them with ``keys = selection.keys()`` and
+        ``wds.WebDataset(urls).select(lambda s: s["__key__"] in keys)``.
 
         Args:
-            split: ``train``, ``val`` or ``test``.
+            split: ``train``, ``val``, ``test``, a :class:`Selection`, or None.
             how: ``presigned`` (HTTP URLs valid for ``expires`` seconds; webdataset opens them with curl)
                 or ``pipe`` (``pipe:`` commands that stream each shard with this client; they never expire).
             expires: Lifetime of presigned URLs in seconds.
         """
-        shards = [f for f in self.files("wds", split) if f["path"].endswith(".tar")]
+        shards = [f for f in self.files("wds", split_of(split)) if f["path"].endswith(".tar")]
         if how == "pipe":
             return [f"pipe:{sys.executable} -m pipeline.read.client cat {self.client.store.uri(self.key(f['path']))}"
                     for f in shards]  # fmt: skip
@@ -123,43 +193,41 @@ class Release:
             raise UsageError(f"how={how!r}: use 'presigned' or 'pipe'")
         return [self.client.presign(self.key(f["path"]), expires) for f in shards]
 
-    def download(self, dest: str | Path, split: str | None = None) -> list[Path]:
-        """Copy the Parquet parts (one split, or all) under ``dest``, checking each file's SHA-256.
+    def torch_dataset(
+        self, split: str | Selection | None, image: str = "full", labels: str = "nih",
+        transform: Callable[[Any], Any] | None = None, cache_row_groups: int = 4,
+    ) -> Any:  # fmt: skip
+        """A map-style PyTorch dataset of a split or selection (:class:`pipeline.read.torchdata.ReleaseDataset`):
+        items ``{"image_id", "image", "labels"}``; ``image="small"`` reads the 256 px copy."""
+        from pipeline.read.torchdata import ReleaseDataset
 
-        Files already there with the right checksum are kept. Returns the local paths, in manifest order.
+        image_column(image)
+        return ReleaseDataset(
+            self, self.selection(split), image=image, labels=labels, transform=transform,
+            cache_row_groups=cache_row_groups,
+        )  # fmt: skip
+
+    def download(
+        self, dest: str | Path, split: str | Selection | None = None, *, only: str | None = None,
+        selection: Selection | None = None,
+    ) -> Any:  # fmt: skip
+        """Copy files under ``dest/<version>/`` with the release's layout, checking each file's SHA-256.
+
+        ``download(dest)`` copies everything the manifest lists (``only``: ``parquet``, ``webdataset``,
+        ``metadata`` or ``card``; see :func:`pipeline.read.download.download_release`, whose result it returns).
+        ``download(dest, "train")`` or ``download(dest, selection=...)`` copies the Parquet parts of a split (a
+        selection's split: read them with ``filter=selection.filter_expression()``) and returns their local paths.
         """
-        parts = [f for f in self.files("parquet", split) if f["path"].startswith("parquet/")]
-        return [self._fetch(entry, self._local_path(Path(dest), entry["path"])) for entry in parts]
+        chosen = selection if selection is not None else split
+        if chosen is None:
+            return download_release(self, dest, only=only)
+        if only not in (None, "parquet"):
+            raise UsageError(f"only={only!r} goes with a whole-release download: leave out the split or selection")
+        return list(download_release(self, dest, only="parquet", split=split_of(chosen)).files)
 
     def _local_path(self, dest: Path, path: str) -> Path:
-        """``dest/<version>/<path>``, refusing a manifest path that would lead outside it (``..``, absolute)."""
-        parts = path.split("/")
-        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
-            raise VerifyError(
-                f"release {self.version}'s manifest lists {path!r}, which is not a plain relative path; nothing was "
-                f"written for it: run `cxr verify --release {self.version}` and tell the data engineers"
-            )
-        return dest / self.version / Path(*parts)
-
-    def _fetch(self, entry: dict[str, Any], target: Path) -> Path:
-        if target.is_file() and _sha256_file(target) == entry["sha256"]:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
-        digest = hashlib.sha256()
-        with partial.open("wb") as out:
-            stream = self.client.store.open_stream(self.key(entry["path"]))
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != entry["sha256"]:
-            partial.unlink()
-            raise VerifyError(
-                f"{self.key(entry['path'])} does not match the manifest of release {self.version}; "
-                f"run `cxr verify --release {self.version}` and tell the data engineers"
-            )
-        partial.replace(target)
-        return target
+        """``dest/<version>/<path>`` (:func:`pipeline.read.download.local_path`: refuses paths outside it)."""
+        return local_path(self.version, dest, path)
 
     @property
     def layers(self) -> list[str]:
@@ -183,7 +251,7 @@ class Release:
     def layer(self, layer_id: str) -> pa.Table:
         """A layer's own table (``annotations/<id>.parquet``): the layer as normalised, each row's file and line."""
         path = self.client.store.uri(self.key(self.layer_info(layer_id)["table"])).removeprefix("s3://")
-        return ds.dataset(path, filesystem=self.client.filesystem(), format="parquet").to_table()
+        return ds.dataset(path, filesystem=self.filesystem(), format="parquet").to_table()
 
     def evaluation_frame(self, layer_id: str, split: str | None = "test") -> pd.DataFrame:
         """The images a layer covers (of one split, or all): ``image_id``, ``split``, the primary labels (``labels``
@@ -192,27 +260,14 @@ class Release:
         info = self.layer_info(layer_id)
         frame = self.to_pandas(split)
         frame = frame[frame[layer_id].notna()].reset_index(drop=True)
-        for field in info["fields"]:
-            name = field["name"]
+        for spec in info["fields"]:
+            name = spec["name"]
             frame[f"{layer_id}.{name}"] = [value.get(name) for value in frame[layer_id]]
         return frame[[c for c in frame.columns if c not in self.layers]]
 
     def counts(self) -> dict[str, int]:
         """Images per split, from the manifest."""
         return {str(k): int(v) for k, v in self.manifest["counts"].items()}
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise UsageError(f"split {split!r} is not one of {', '.join(SPLITS)}")
 
 
 class ReleaseClient:
@@ -232,12 +287,8 @@ class ReleaseClient:
         region: str | None = None,
     ) -> None:
         config = StoreConfig.from_env(store)
-        overrides = {
-            "endpoint_url": endpoint_url,
-            "access_key_id": access_key_id,
-            "secret_access_key": secret_access_key,
-            "region": region,
-        }
+        overrides = {"endpoint_url": endpoint_url, "access_key_id": access_key_id,
+                     "secret_access_key": secret_access_key, "region": region}  # fmt: skip
         self.config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
         self.store = Store(self.config)
 
@@ -256,11 +307,8 @@ class ReleaseClient:
         resolved = self.resolve(version)
         manifest = read_manifest(self.store, resolved)
         if manifest is None:
-            state = (
-                "is being written (no manifest yet)"
-                if self.store.exists(layout.claim_key(resolved))
-                else "does not exist"
-            )
+            claimed = self.store.exists(layout.claim_key(resolved))
+            state = "is being written (no manifest yet)" if claimed else "does not exist"
             raise ReleaseNotFoundError(
                 f"release {resolved} {state} in {self.store.uri('releases/')}; published: "
                 f"{', '.join(self.versions()) or 'none'}"
@@ -270,12 +318,8 @@ class ReleaseClient:
     def filesystem(self) -> pafs.S3FileSystem:
         """A pyarrow S3 filesystem for the store (pyarrow ignores ``AWS_ENDPOINT_URL``: it is passed here)."""
         c = self.config
-        return pafs.S3FileSystem(
-            access_key=c.access_key_id,
-            secret_key=c.secret_access_key,
-            region=c.region,
-            endpoint_override=c.endpoint_url,
-        )
+        return pafs.S3FileSystem(access_key=c.access_key_id, secret_key=c.secret_access_key, region=c.region,
+                                 endpoint_override=c.endpoint_url)  # fmt: skip
 
     def storage_options(self) -> dict[str, Any]:
         """fsspec/s3fs options (Hugging Face ``datasets``, pandas ``read_parquet``, dask...)."""

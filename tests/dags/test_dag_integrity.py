@@ -160,6 +160,7 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
         "annotations",
         "variant_size",
         "shard_size_mb",
+        "min_shards",
         "dry_run",
         "force",
     }

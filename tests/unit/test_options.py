@@ -125,6 +125,7 @@ def _form_refuses(dag_module: ModuleType, name: str, value: object) -> bool:
     [("seed", -1), ("seed", 0), ("seed", 123456789), ("variant_size", 0), ("variant_size", 8),
      ("variant_size", 15), ("variant_size", 16), ("variant_size", 1024), ("variant_size", 1025),
      ("shard_size_mb", 0), ("shard_size_mb", 1), ("shard_size_mb", 65536), ("shard_size_mb", 65537),
+     ("min_shards", 0), ("min_shards", 1), ("min_shards", 4096), ("min_shards", 4097),
      ("val_fraction", 0.0), ("val_fraction", 0.5), ("val_fraction", 1.0), ("test_fraction", -0.01),
      ("split_mode", "official"), ("split_mode", "random")],
 )  # fmt: skip
@@ -151,7 +152,8 @@ def test_the_form_refuses_exactly_the_release_names_a_run_refuses(dag_module: Mo
 @pytest.mark.parametrize(
     ("name", "value", "held"),
     [("variant_size", 0, None), ("variant_size", "64", 64), ("shard_size_mb", 2, 2 << 20), ("shards", ["3", 4],
-     ("3", "4")), ("shards", [], None), ("force", "false", False), ("dry_run", "true", True), ("seed", "7", 7)],
+     ("3", "4")), ("shards", [], None), ("force", "false", False), ("dry_run", "true", True), ("seed", "7", 7),
+     ("min_shards", "16", 16)],
 )  # fmt: skip
 def test_values_from_a_form_a_flag_or_a_json_conf_become_what_the_run_holds(name: str, value: Any, held: Any) -> None:
     assert options.option(name).to_field(value) == held

@@ -100,7 +100,8 @@ def test_card_shows_label_prevalence_age_sex_and_view(two_releases: dict[str, An
     card, meta = _text(store, NEW, "README.md"), _metadata(store, NEW)
     train = meta[meta["split"] == "train"]
     effusions = int(train["effusion"].sum())
-    assert f"| Effusion | {100 * effusions / len(train):.1f}% ({effusions}) |" in card
+    assert f"| `effusion` | Effusion | {100 * effusions / len(train):.1f}% ({effusions}) |" in card
+    assert "| `pleural_thickening` | Pleural_Thickening |" in card
     assert "| split | mean age | median | min | max | age missing |" in card
     assert f"| {int((train['sex'] == 'F').sum())} | {int((train['sex'] == 'M').sum())} |" in card
     assert "| view | AP | PA |" in card
@@ -154,13 +155,27 @@ def test_card_plots_are_real_pngs_referenced_by_the_card(two_releases: dict[str,
     store: Store = two_releases["store"]
     card = _text(store, NEW, "README.md")
     listed = {f["path"] for f in _manifest(store, NEW)["files"]}
-    for plot in ("card/label_prevalence.png", "card/age_histogram.png"):
+    for plot in ("card/label_prevalence.png", "card/age_histogram.png", "card/sex_and_view.png"):
         assert f"]({plot})" in card
         assert plot in listed
         image = Image.open(io.BytesIO(store.get_bytes(f"releases/{NEW}/{plot}")))
         assert image.format == "PNG"
         assert image.width >= 800
         assert len(image.getcolors(1 << 16) or []) > 4  # bars, text and gridlines: not a blank canvas
+
+
+def _size(n: int) -> str:
+    power = next((p for p in (3, 2, 1) if n >= 1024**p), 0)
+    return f"{n:,} B" if power == 0 else f"{n / 1024**power:.1f} {'KMG'[power - 1]}iB"
+
+
+def test_card_names_the_small_copy_with_its_size_per_split(two_releases: dict[str, Any]) -> None:
+    store: Store = two_releases["store"]
+    card, manifest = _text(store, NEW, "README.md"), _manifest(store, NEW)
+    assert "a small copy downsized to 256 px on its long side (`image_small`, `<id>.small.png`)" in card
+    for split, sizes in manifest["image_bytes"].items():
+        images = manifest["counts"][split]
+        assert f"| {split} | {images} | {_size(sizes['full'])} | {_size(sizes['small'])} |" in card
 
 
 def test_croissant_file_validates_and_reads_with_mlcroissant(two_releases: dict[str, Any], tmp_path: Path) -> None:
@@ -177,12 +192,23 @@ def test_croissant_file_validates_and_reads_with_mlcroissant(two_releases: dict[
     assert doc["conformsTo"] == "http://mlcommons.org/croissant/1.0"
     meta_sha = next(f["sha256"] for f in manifest["files"] if f["path"] == "metadata.parquet")
     assert next(d["sha256"] for d in doc["distribution"] if d["@id"] == "metadata.parquet") == meta_sha
+    assert doc["version"] == NEW, "the version as published, not 2026.11.26 rewritten as semver"
     dataset = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
-    records = list(dataset.records("metadata"))
+    assert not dataset.metadata.ctx.issues.errors
+    records = {r["metadata/image_id"].decode(): r for r in dataset.records("metadata")}
     assert len(records) == manifest["images"]
-    assert {r["metadata/split"].decode() for r in records} <= {"train", "val", "test"}
+    meta = _metadata(store, NEW).set_index("image_id")
+    for image_id, row in meta.iterrows():
+        record = records[str(image_id)]
+        assert [label.decode() for label in record["metadata/labels"]] == list(row["labels"])
+        boxes = [(b["metadata/bboxes/label"].decode(), b["metadata/bboxes/x"]) for b in record["metadata/bboxes"]]
+        assert boxes == [(b["label"], b["x"]) for b in row["bboxes"]]
+        assert record["metadata/pixel_spacing_x"] == row["pixel_spacing_x"]
+        assert record["metadata/patient_order"] == row["patient_order"]
+    assert any(r["metadata/bboxes"] for r in records.values()), "the source has boxes"
     first = next(iter(dataset.records("images")))
     assert first["images/image"].size == (64, 64)
+    assert first["images/image_small"].size == (64, 64), "an image smaller than 256 px is only re-encoded"
 
 
 def test_cxr_releases_diff_lists_the_relabelled_image(two_releases: dict[str, Any], s3_stack: StackInfo) -> None:

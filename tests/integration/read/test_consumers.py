@@ -66,7 +66,8 @@ def _split_counts(meta: Any) -> dict[str, int]:
 
 def test_readme_has_every_recipe() -> None:
     layers = {"layers-pandas", "layers-duckdb", "layers-torch"}  # run in tests/integration/layers/test_release.py
-    assert set(readme_recipes()) == {"pandas", "pyarrow", "duckdb", "datasets", "webdataset", "torch", *layers}
+    readers = {"pandas", "pyarrow", "duckdb", "datasets", "webdataset", "torch", "torch-dataset", "select"}
+    assert set(readme_recipes()) == readers | layers
 
 
 def test_pandas_recipe(release: dict[str, Any], s3_stack: StackInfo, tmp_path: Path) -> None:
@@ -107,6 +108,24 @@ def test_torch_dataloader_recipe(release: dict[str, Any], s3_stack: StackInfo, t
     train = int((release["meta"]["split"] == "train").sum())
     out = run_recipe("torch", s3_stack, tmp_path).stdout
     assert f"{train} train images; shapes [((1, 64, 64), (15,))]" in out
+
+
+def test_torch_dataset_recipe(release: dict[str, Any], s3_stack: StackInfo, tmp_path: Path) -> None:
+    meta = release["meta"]
+    pa_train = int(((meta["split"] == "train") & (meta["view_position"] == "PA")).sum())
+    out = run_recipe("torch-dataset", s3_stack, tmp_path).stdout
+    assert f"{pa_train} PA train images; 15 labels: atelectasis, cardiomegaly, consolidation ..." in out
+
+
+def test_select_recipe(release: dict[str, Any], s3_stack: StackInfo, tmp_path: Path) -> None:
+    meta = release["meta"]
+    train = meta[meta["split"] == "train"]
+    patients = train.loc[train["view_position"] == "PA", "patient_id"].nunique()
+    found = train["effusion"] | train["pleural_thickening"]
+    sick = int((found & (train["age_years"] >= 18)).sum())
+    out = run_recipe("select", s3_stack, tmp_path).stdout
+    assert f"{patients} PA patients; {sick} adult images with effusion or pleural thickening; {sick}" in out
+    assert re.search(r"^\d{8}_\d{3} True True$", out, re.MULTILINE), out
 
 
 def test_client_takes_endpoint_and_keys_as_arguments(release: dict[str, Any], s3_stack: StackInfo) -> None:

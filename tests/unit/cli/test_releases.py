@@ -1,13 +1,19 @@
-"""``cxr releases list|show`` as a user reads them: sizes, the latest mark, a release's summary lines."""
+"""``cxr releases list|show|download`` as a user reads them: sizes, the latest mark, a release's summary lines, what
+a download takes and reports."""
 
 from __future__ import annotations
 
+import argparse
+import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.cli import releases
-from pipeline.errors import InvalidNameError
+from pipeline.cli.commands import build_parser
+from pipeline.errors import InvalidNameError, UsageError
+from pipeline.read.download import GROUPS, DownloadResult
 
 MANIFEST: dict[str, Any] = {
     "version": "2026.11.26",
@@ -64,3 +70,47 @@ def test_a_release_argument_is_checked_before_the_store_is_asked() -> None:
     releases._check_versions("latest", "v1")
     with pytest.raises(InvalidNameError, match=r"'\.\./v1' must match"):
         releases._check_versions("latest", "../v1")
+
+
+def _download_args(*extra: str) -> argparse.Namespace:
+    return build_parser().parse_args(["releases", "download", "latest", "/data", *extra])
+
+
+def test_download_takes_the_parts_asked_for_in_one_or_several_only_flags() -> None:
+    assert _download_args().only is None
+    assert _download_args("--only", "parquet", "card", "--only", "metadata").only == ["parquet", "card", "metadata"]
+    assert tuple(GROUPS) == releases.DOWNLOAD_PARTS  # the CLI's choices are the library's groups
+
+
+def test_download_refuses_a_part_that_is_not_one_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _download_args("--only", "pixels")
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'pixels'" in capsys.readouterr().err
+
+
+def test_download_refuses_no_workers_before_the_store_is_asked() -> None:
+    with pytest.raises(UsageError, match="--workers 0: give at least 1"):
+        releases.cmd_download(_download_args("--workers", "0"))
+
+
+def test_download_says_what_it_fetched_and_what_it_kept() -> None:
+    root = Path("/data/2026.11.26")
+    result = DownloadResult("2026.11.26", root, (root / "a", root / "b", root / "c"), fetched=2, resumed=1, kept=1,
+                            bytes_fetched=3 << 20, bytes_total=5 << 20, manifest=root / "manifest.json")  # fmt: skip
+    assert releases._download_lines(result) == [
+        "release 2026.11.26: 3 files (5.0 MiB) in /data/2026.11.26, each matching the manifest's SHA-256",
+        "  fetched        2 files (3.0 MiB from the store, 1 resumed from a .part)",
+        "  kept           1 files already there and matching",
+        "  manifest  /data/2026.11.26/manifest.json (written last)",
+    ]
+
+
+def test_download_bar_counts_mebibytes_and_ends_its_line() -> None:
+    out = io.StringIO()
+    bar = releases.ByteBar("download 2026.11.26 MiB", out)
+    bar(3 << 20, 10 << 20)
+    bar.draw(finished=True)
+    text = out.getvalue()
+    assert "] 3/10" in text
+    assert text.endswith("\n")

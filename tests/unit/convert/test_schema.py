@@ -22,6 +22,7 @@ def _plan_row(**kw: Any) -> dict[str, Any]:
         "image_index": "00000013_005.png",
         "patient_id": 13,
         "follow_up": 5,
+        "patient_order": 3,
         "age_years": 60.0,
         "sex": "M",
         "view_position": "AP",
@@ -55,7 +56,7 @@ def test_a_record_reads_back_from_parquet_exactly_as_it_was_built() -> None:
         "pleural_thickening",
         "pneumothorax",
     ]
-    assert record["no_finding"] is False
+    assert (record["no_finding"], record["patient_order"]) == (False, 3)
     full = record | {"image": png, "image_small": None}
     (back,) = _round_trip([full], release_schema())
     assert back == full
@@ -90,3 +91,4 @@ def test_metadata_parquet_is_the_release_schema_without_pixels() -> None:
     assert [f.name for f in full if f.name not in PIXEL_COLUMNS] == meta.names
     assert set(full.names) - set(meta.names) == {"image", "image_small"}
     assert set(to_record(_plan_row(), "0" * 64, converted=False)) == set(meta.names)
+    assert meta.field("patient_order").type == pa.int64(), "patient_order == 0 selects each patient's first image"

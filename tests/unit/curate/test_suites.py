@@ -121,3 +121,21 @@ def test_a_long_value_in_a_reason_is_cut(tmp_path: Path) -> None:
     run = validate_frame("custom", frame, suite_path=suite_file(tmp_path, between("x", meta)))
     assert run.defects is not None
     assert run.defects["reason"].tolist() == ["n" * 80 + "... (300 chars): bad"]
+
+
+def test_a_reader_only_install_is_told_how_to_install_the_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from pipeline.curate import suites
+    from pipeline.errors import UsageError
+
+    real = importlib.import_module
+
+    def missing(name: str, *args: object) -> object:
+        if name.startswith("great_expectations"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(suites.importlib, "import_module", missing)
+    with pytest.raises(UsageError, match=r"pip install -e '\.\[pipeline\]'"):
+        suites.gx("great_expectations.core.expectation_suite")

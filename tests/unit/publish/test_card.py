@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 import pyarrow as pa
 
 from pipeline import nih
 from pipeline.cli.releases import human_size
 from pipeline.layers import compare
 from pipeline.layers.schema import EXPERT_FIELDS, Layer, LayerFile, struct_type
-from pipeline.publish import card
+from pipeline.plan.split import SPLITS
+from pipeline.publish import card, card_plots
 from pipeline.publish.diff import diff_tables
 
 
@@ -48,7 +50,7 @@ def test_card_reads_as_a_summary_of_the_release() -> None:
     text = card.render_card(_facts(with_parent=True))
     assert text.startswith("# NIH ChestX-ray14 — release 2026.11.26\n")
     assert "| train | 8 | 4 | 50.0% |" in text
-    assert "| Effusion | 25.0% (2) | 25.0% (1) | 25.0% (1) |" in text
+    assert "| `effusion` | Effusion | 25.0% (2) | 25.0% (1) | 25.0% (1) |" in text
     assert "| items quarantined | 5 |" in text
     assert "| truncated PNG | 4 |" in text
     assert "ages given in months (`011M`), converted to years" in text
@@ -142,3 +144,60 @@ def test_the_changes_section_counts_each_layer_s_changes() -> None:
     text = card.render_card(facts)
     assert "| layer | added | removed | changed | unchanged |" in text
     assert "| `google` | 1 | 0 | 0 | 0 |" in text
+
+
+def test_label_tables_name_each_label_by_its_column_beside_nih_s_spelling() -> None:
+    text = card.render_card(_facts(with_parent=False))
+    assert "| label | NIH spelling | train | val | test |" in text
+    assert "| `pleural_thickening` | Pleural_Thickening | 0.0% (0) | 0.0% (0) | 0.0% (0) |" in text
+    assert "| `no_finding` | No Finding |" in text
+    section = text[text.index("## Label prevalence") : text.index("## Age,")]
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"`{nih.finding_column(label)}`" for label in nih.LABELS], "in label-vector order"
+    assert "Pleural Thickening" not in text, "no third spelling"
+
+
+def test_exact_counts_from_the_metadata_replace_share_times_images() -> None:
+    counts = {s: dict.fromkeys(card_plots.LABEL_COLUMNS, 0) for s in SPLITS}
+    counts["train"]["effusion"] = 3
+    text = card.render_card(_facts(with_parent=False), counts)
+    assert "| `effusion` | Effusion | 37.5% (3) | 0.0% (0) | 0.0% (0) |" in text
+
+
+def test_the_card_names_the_small_copy_and_its_size_per_split() -> None:
+    sizes = {"train": {"full": 3 << 30, "small": 150 << 20}, "val": {"full": 1536, "small": 512},
+             "test": {"full": 2048, "small": 1024}}  # fmt: skip
+    text = card.render_card(dataclasses.replace(_facts(with_parent=False), image_bytes=sizes, small_side=256))
+    section = text[text.index("## Full images and the small copy") : text.index("## Label prevalence")]
+    assert "downsized to 256 px on its long side (`image_small`, `<id>.small.png`)" in section
+    assert "| split | images | full (`image`) | small (`image_small`) |" in section
+    assert "| train | 8 | 3.0 GiB | 150.0 MiB |" in section
+    assert "| val | 4 | 1.5 KiB | 512 B |" in section
+    assert "| **all** | 16 | 3.0 GiB | 150.0 MiB |" in section
+    assert "`<id>.small.png`" in text[: text.index("## Images and patients")], "named where the layout is"
+
+
+def test_without_sizes_the_card_still_names_the_small_copy_and_without_one_says_so() -> None:
+    text = card.render_card(_facts(with_parent=False))
+    assert "a small copy downsized to 256 px on its long side (`image_small`, `<id>.small.png`)" in text
+    assert "| split | images | full" not in text
+    none = card.render_card(dataclasses.replace(_facts(with_parent=False), small_side=None))
+    assert "This release has no small copy" in none
+    assert "`<id>.png`, `<id>.json`" in none
+
+
+def test_card_files_are_the_card_and_its_three_plots_each_referenced_by_it() -> None:
+    meta = pd.DataFrame(
+        {
+            "split": ["train"] * 8 + ["val"] * 4 + ["test"] * 4,
+            "age_years": [40.0] * 16,
+            **{col: [col == "effusion"] * 16 for col in card_plots.LABEL_COLUMNS},
+        }
+    )
+    files = card.card_files(_facts(with_parent=False), meta)
+    assert set(files) == {"README.md", card_plots.LABEL_PLOT, card_plots.AGE_PLOT, card_plots.SEX_VIEW_PLOT}
+    text = files["README.md"].decode()
+    for plot in (card_plots.LABEL_PLOT, card_plots.AGE_PLOT, card_plots.SEX_VIEW_PLOT):
+        assert f"]({plot})" in text
+    assert "![Sex and view position per split](card/sex_and_view.png)" in text
+    assert "| `effusion` | Effusion | 100.0% (8) | 100.0% (4) | 100.0% (4) |" in text, "counts from the rows"

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from PIL import Image
 
-from pipeline.convert.schema import FINDING_COLUMNS
+from pipeline.convert.schema import FINDING_COLUMNS, metadata_schema, release_schema
 from pipeline.layers.schema import BOX_FIELDS, EXPERT_FIELDS, LABEL_VERSION_FIELDS, Layer, LayerFile
 from pipeline.plan.split import SPLITS
 from pipeline.publish import croissant
@@ -30,10 +33,13 @@ def _doc(version: str = "2026.11.26.2") -> dict[str, Any]:
     return croissant.build_croissant({"version": version, "counts": counts}, _files(), URL)
 
 
-def test_croissant_versions_follow_semver() -> None:
-    assert croissant.croissant_version("2026.01.05") == "2026.1.5"
-    assert croissant.croissant_version("2026.11.26.2") == "2026.11.26+2"
-    assert croissant.croissant_version("v7") is None
+@pytest.mark.parametrize(
+    ("version", "date"), [("2026.12.02", "2026-12-02"), ("2026.11.26.2", "2026-11-26"), ("v1", None)]
+)
+def test_the_version_is_the_release_s_name_as_published(version: str, date: str | None) -> None:
+    doc = _doc(version)
+    assert doc["version"] == version
+    assert doc.get("datePublished") == date
 
 
 def test_the_description_names_each_file_with_its_checksum_and_size() -> None:
@@ -64,16 +70,35 @@ def test_two_record_sets_read_every_column_from_files_the_description_names() ->
     assert sets["images"]["key"] == {"@id": "images/image_id"}
 
 
+def test_both_record_sets_describe_labels_boxes_and_pixel_spacing_and_images_the_small_copy() -> None:
+    sets = {rs["@id"]: {f["name"]: f for f in rs["field"]} for rs in _doc()["recordSet"]}
+    for fields in sets.values():
+        assert (fields["labels"]["dataType"], fields["labels"].get("repeated")) == ("sc:Text", True)
+        assert fields["pixel_spacing_x"]["dataType"] == fields["pixel_spacing_y"]["dataType"] == "sc:Float"
+        boxes = fields["bboxes"]
+        assert boxes["repeated"] is True
+        assert [sub["name"] for sub in boxes["subField"]] == ["label", "x", "y", "w", "h"]
+    assert sets["images"]["image_small"]["dataType"] == "sc:ImageObject"
+    assert "image_small" not in sets["metadata"], "metadata.parquet has no pixels"
+
+
+def test_patient_order_is_described_only_where_the_files_have_it() -> None:
+    sets = {rs["@id"]: {f["name"] for f in rs["field"]} for rs in _doc()["recordSet"]}
+    assert "patient_order" in sets["metadata"]
+    assert "patient_order" in sets["images"]
+    without = [c for c in metadata_schema().names if c != "patient_order"]
+    counts = {"version": "v1", "counts": {"train": 1}}
+    doc = croissant.build_croissant(counts, _files(), URL, metadata_columns=without, part_columns=without)
+    assert all("patient_order" not in {f["name"] for f in rs["field"]} for rs in doc["recordSet"])
+
+
 def test_the_dataset_says_what_it_is_and_a_date_version_becomes_its_date() -> None:
     doc = _doc()
     assert doc["@type"] == "sc:Dataset"
     assert doc["conformsTo"] == croissant.CONFORMS_TO
     assert doc["name"] == "nih-chestxray14-2026.11.26.2"
     assert "13 frontal chest X-ray images (train 8, val 2, test 3)" in doc["description"]
-    assert (doc["version"], doc["datePublished"], doc["url"]) == ("2026.11.26+2", "2026-11-26", URL)
-    named = _doc("v7")
-    assert "version" not in named
-    assert "datePublished" not in named
+    assert doc["url"] == URL
     json.dumps(doc)  # plain JSON, as croissant.json is written
 
 
@@ -169,3 +194,87 @@ def test_a_release_without_layers_describes_none() -> None:
     doc = _doc()
     assert not [rs for rs in doc["recordSet"] if rs["@id"].startswith("annotations_")]
     assert not [d for d in doc["distribution"] if d["@id"].startswith("annotations/")]
+
+
+def _png(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (side, side // 2), 90).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _rows() -> list[dict[str, Any]]:
+    """Three published rows: one with two boxes and a small copy, one without boxes, one without a small copy."""
+    boxes = [{"label": "Mass", "x": 10.0, "y": 20.0, "w": 30.0, "h": 40.0},
+             {"label": "Nodule", "x": 1.5, "y": 2.5, "w": 3.5, "h": 4.5}]  # fmt: skip
+    specs = [("00000001_000", "train", ["Mass", "Pleural_Thickening"], boxes, 16),
+             ("00000001_001", "train", ["No Finding"], [], 16),
+             ("00000002_000", "test", ["Effusion"], [], 0)]  # fmt: skip
+    rows = []
+    for image_id, split, labels, bboxes, small in specs:
+        flags = {col: col in {label.lower() for label in labels} for col in FINDING_COLUMNS}
+        rows.append({
+            "image_id": image_id, "image_index": f"{image_id}.png", "patient_id": int(image_id[:8]),
+            "follow_up": int(image_id[-3:]), "patient_order": int(image_id[-3:]), "age_years": 50.0, "sex": "F",
+            "view_position": "PA", "labels": labels,
+            "no_finding": labels == ["No Finding"], **flags, "bboxes": bboxes, "original_width": 64,
+            "original_height": 32, "pixel_spacing_x": 0.143, "pixel_spacing_y": 0.139, "split": split,
+            "source_shard": "images_001.zip", "original_mode": "L", "converted": False, "repaired": None,
+            "sha256": "f" * 64, "image": _png(64), "image_small": _png(small) if small else None,
+        })  # fmt: skip
+    return rows
+
+
+def _release_with_images(root: Path, version: str) -> None:
+    """Write metadata.parquet, one Parquet part per split and croissant.json under ``root``."""
+    rows = _rows()
+    for split in ("train", "test"):
+        part = root / f"parquet/split={split}/{split}-000000-00.parquet"
+        part.parent.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist([r for r in rows if r["split"] == split], schema=release_schema()), part)
+    meta = pa.Table.from_pylist(rows, schema=release_schema()).select(metadata_schema().names)
+    pq.write_table(meta, root / "metadata.parquet")
+    pq.write_table(pa.table({"reason": pa.array([], type=pa.string())}), root / "quarantine.parquet")
+    files = {}
+    for rel in ("metadata.parquet", "quarantine.parquet"):
+        body = (root / rel).read_bytes()
+        files[rel] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    manifest = {"version": version, "counts": {"train": 2, "test": 1}}
+    doc = croissant.build_croissant(manifest, files, URL)
+    (root / "croissant.json").write_text(json.dumps(doc))
+
+
+def test_mlcroissant_reads_labels_boxes_spacing_patient_order_and_the_small_copy(tmp_path: Path) -> None:
+    import mlcroissant as mlc
+
+    _release_with_images(tmp_path, "2026.12.02")
+    dataset = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
+    issues = dataset.metadata.ctx.issues
+    assert not issues.errors
+    assert all("Version doesn't follow MAJOR.MINOR.PATCH: 2026.12.02" in w for w in issues.warnings), issues.warnings
+    assert dataset.metadata.version == "2026.12.02"
+    meta = {r["metadata/image_id"].decode(): r for r in dataset.records("metadata")}
+    first = meta["00000001_000"]
+    assert first["metadata/labels"] == [b"Mass", b"Pleural_Thickening"]
+    assert first["metadata/pleural_thickening"] is True
+    assert [(b["metadata/bboxes/label"], b["metadata/bboxes/x"], b["metadata/bboxes/h"])
+            for b in first["metadata/bboxes"]] == [(b"Mass", 10.0, 40.0), (b"Nodule", 1.5, 4.5)]  # fmt: skip
+    assert meta["00000001_001"]["metadata/bboxes"] == []
+    assert (first["metadata/pixel_spacing_x"], first["metadata/pixel_spacing_y"]) == (0.143, 0.139)
+    assert [meta[i]["metadata/patient_order"] for i in sorted(meta)] == [0, 1, 0]
+    images = {r["images/image_id"].decode(): r for r in dataset.records("images")}
+    assert sorted(images) == sorted(meta)
+    assert images["00000001_000"]["images/image"].size == (64, 32)
+    assert images["00000001_000"]["images/image_small"].size == (16, 8)
+    assert images["00000002_000"]["images/image_small"] is None
+    assert images["00000002_000"]["images/labels"] == [b"Effusion"]
+    assert images["00000001_001"]["images/patient_order"] == 1
+
+
+def test_a_version_that_is_not_a_date_is_kept_as_published(tmp_path: Path) -> None:
+    import mlcroissant as mlc
+
+    _release_with_images(tmp_path, "v1")
+    dataset = mlc.Dataset(jsonld=str(tmp_path / "croissant.json"))
+    assert not dataset.metadata.ctx.issues.errors
+    assert dataset.metadata.version == "v1"
+    assert len(list(dataset.records("metadata"))) == 3
