@@ -1,8 +1,9 @@
 """``cxr``: the command line of the NIH ChestX-ray14 release pipeline.
 
 Commands: ``run`` (every stage, no Airflow), ``synth`` (a synthetic mirror), ``stack up|env|down``
-(a local S3 endpoint), ``validate`` (metadata files), ``demo`` (the whole road through Airflow)
-and ``ui`` (the Airflow UI on loopback). Progress bars live here, and only here.
+(a local S3 endpoint), ``validate`` (metadata files), ``demo`` (the whole road through Airflow),
+``ui`` (the Airflow UI on loopback) and ``deploy-env`` (the compose deployment's secrets file).
+Progress bars live here, and only here.
 """
 
 from __future__ import annotations
@@ -91,6 +92,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_env(args: argparse.Namespace) -> int:
+    from pipeline.dev.deploy import write_env
+
+    dest = Path(args.dest)
+    filled = write_env(dest.parent / "env.example" if args.example is None else Path(args.example), dest)
+    print(f"wrote {dest} (readable by you only) with new values for {', '.join(filled)}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.curate.validate import validate_main
 
@@ -163,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_stack(sub)
     cli_releases.add_parsers(sub)
+    p = sub.add_parser("deploy-env", help="write docker/.env with new secrets for the compose deployment")
+    p.add_argument("dest", nargs="?", default="docker/.env", help="the file to write (never overwritten)")
+    p.add_argument("--example", help="the template (default: env.example beside DEST)")
+    p.set_defaults(func=cmd_deploy_env)
     p = sub.add_parser("validate", help="validate metadata files (exit 0 ok, 1 blocking failure, 2 unreadable)")
     p.add_argument("files", nargs="+")
     p.add_argument("--json", action="store_true")

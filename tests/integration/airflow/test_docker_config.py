@@ -157,3 +157,100 @@ def test_no_secret_is_written_into_the_compose_file(compose: dict[str, Any]) -> 
 
 def _pipeline_source() -> str:
     return "\n".join(path.read_text() for path in (ROOT / "pipeline").rglob("*.py"))
+
+
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+def test_users_sign_in_through_the_fab_auth_manager(compose: dict[str, Any], dockerfile: str) -> None:
+    import importlib
+
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    for name in COMPONENTS | {"airflow-init"}:
+        env = env_of(compose["services"][name])
+        assert env.get("AIRFLOW__CORE__AUTH_MANAGER") == FAB, f"{name} does not use the FAB auth manager"
+    module, cls = FAB.rsplit(".", 1)
+    assert issubclass(getattr(importlib.import_module(module), cls), BaseAuthManager)
+    text = (DOCKER / "compose.yaml").read_text() + dockerfile
+    assert "SIMPLE_AUTH_MANAGER" not in text, "the simple auth manager keeps passwords in plain files"
+    installed = {line.split("==")[0] for line in (ROOT / "requirements" / "constraints.txt").read_text().split()}
+    assert "apache-airflow-providers-fab" in installed  # the image installs the pins
+
+
+def test_only_the_ui_and_the_stores_s3_port_reach_the_host(compose: dict[str, Any]) -> None:
+    published = {name: s["ports"] for name, s in compose["services"].items() if s.get("ports")}
+    assert set(published) == {"airflow-apiserver", "seaweedfs"}
+    s3_port = re.search(r"-s3\.port=(\d+)", compose["services"]["seaweedfs"]["command"][0])
+    assert s3_port, "SeaweedFS must name its S3 port"
+    assert [p.rsplit(":", 1)[1] for p in published["seaweedfs"]] == [s3_port.group(1)]
+    for ports in published.values():
+        for port in ports:
+            assert re.match(r"^\$\{\w+:-127\.0\.0\.1\}:", port), f"{port}: bind to loopback unless told"
+    assert "expose" not in compose["services"]["seaweedfs"]
+
+
+def test_no_password_is_written_in_the_repository(compose: dict[str, Any]) -> None:
+    init = compose["services"]["airflow-init"]["command"][-1]
+    assert re.findall(r"--password (\S+)", init) == ['"$$ADMIN_PASSWORD"', '"$$VIEWER_PASSWORD"']
+    texts = {p: p.read_text() for p in DOCKER.iterdir() if p.is_file() and p.name != ".env"}
+    texts |= {p: p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]}
+    for path, text in texts.items():
+        assert not re.search(r"admin:admin|password[=:]\s*['\"]?(admin|airflow|changeme)\b", text, re.I), path
+    for key in ("AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_VIEWER_PASSWORD"):
+        assert re.search(rf"^{key}=$", (DOCKER / "env.example").read_text(), re.M), f"{key} must ship empty"
+
+
+@pytest.mark.slow
+def test_airflow_init_makes_an_admin_and_a_read_only_viewer_with_hashed_passwords(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Airflow-init's own command, run against SQLite with the compose file's settings and generated secrets."""
+    import sqlite3
+
+    from pipeline.dev.deploy import fill_secrets
+
+    secrets = dict(re.findall(r"^(\w+)=(.*)$", fill_secrets((DOCKER / "env.example").read_text())[0], re.M))
+    init = compose["services"]["airflow-init"]
+    env = {key: _interpolate(value, secrets) for key, value in env_of(init).items()}  # with x-airflow-env merged
+    env |= {
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+    }
+    command = init["command"][-1].replace("$$", "$").replace("python -m", f"{sys.executable} -m")
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "airflow.db") as db:
+        users = dict(db.execute(
+            "SELECT u.username, r.name FROM ab_user u JOIN ab_user_role ur ON ur.user_id = u.id "
+            "JOIN ab_role r ON r.id = ur.role_id").fetchall())  # fmt: skip
+        hashes = [h for (h,) in db.execute("SELECT password FROM ab_user")]
+        viewer_can = {f"{a} on {r}" for a, r in db.execute(
+            "SELECT a.name, v.name FROM ab_permission_view_role pr JOIN ab_role r ON r.id = pr.role_id "
+            "JOIN ab_permission_view pv ON pv.id = pr.permission_view_id "
+            "JOIN ab_permission a ON a.id = pv.permission_id "
+            "JOIN ab_view_menu v ON v.id = pv.view_menu_id WHERE r.name = 'Viewer'")}  # fmt: skip
+    assert users == {secrets["AIRFLOW_ADMIN_USER"]: "Admin", secrets["AIRFLOW_VIEWER_USER"]: "Viewer"}
+    for plain in (secrets["AIRFLOW_ADMIN_PASSWORD"], secrets["AIRFLOW_VIEWER_PASSWORD"]):
+        assert all(plain not in stored for stored in hashes)
+    assert all(re.match(r"^(scrypt|pbkdf2)", stored) for stored in hashes), "passwords must be stored hashed"
+    assert "can_read on DAG Runs" in viewer_can
+    own = {"can_edit on My Password", "can_edit on My Profile"}  # a viewer may change their own password
+    assert not {p for p in viewer_can - own if p.split(" on ")[0] in ("can_create", "can_edit", "can_delete")}
+    rerun = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]  # init runs on every `up`: existing users are kept
+
+
+def _interpolate(value: str, secrets: dict[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?message}`` with values from a docker/.env."""
+
+    def one(found: re.Match[str]) -> str:
+        name, op, rest = found.group(1), found.group(2) or "", found.group(3) or ""
+        if secrets.get(name):
+            return secrets[name]
+        assert op != ":?", f"{name} is required and docker/.env lacks it"
+        return rest if op == ":-" else ""
+
+    return re.sub(r"(?<!\$)\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value)
