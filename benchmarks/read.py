@@ -6,7 +6,8 @@ decoded into a uint8 tensor, by:
 
 - **ours**: WebDataset (only the member used: ``png`` or ``small.png``), Parquet row groups split between the
   workers (only the pixel column used: ``image`` or ``image_small``), and ``release.torch_dataset`` (map-style, a
-  block-shuffled resumable sampler), each for the full and the small image;
+  block-shuffled resumable sampler; with its default decode threads and with one), each for the full and the
+  small image;
 - **peers**, on the same bytes in the same store: Hugging Face ``datasets`` streaming the Parquet files (its
   ``Image`` feature decodes the column), and plain ``webdataset`` over the tars as its README shows it
   (``.decode("pil")``, which decodes every image member of a sample);
@@ -18,7 +19,8 @@ decoded into a uint8 tensor, by:
 Each reader's figure is its second pass over the split (the first starts the workers: ``persistent_workers``).
 
 ``CXR_BENCH_READ_IMAGES`` (default 800) sets the release's size, ``CXR_BENCH_REPEAT`` (default 3) the rounds
-(interleaved; the table gives the median), ``CXR_BENCH_PEERS=0`` leaves the peers out.
+(interleaved; the table gives the median), ``CXR_BENCH_PEERS=0`` leaves the peers out, ``CXR_BENCH_READERS``
+(comma-separated parts of reader names, e.g. ``torch_dataset``) measures only the readers it names.
 """
 
 from __future__ import annotations
@@ -139,12 +141,12 @@ def _parquet(release: Release, size: str) -> Any:
     )
 
 
-def _torch_dataset(release: Release, size: str) -> Any:
+def _torch_dataset(release: Release, size: str, threads: int = 2) -> Any:
     from torch.utils.data import DataLoader
 
     from pipeline.read.torchdata import resumable_sampler
 
-    dataset = release.torch_dataset(SPLIT, image=size)
+    dataset = release.torch_dataset(SPLIT, image=size, decode_threads=threads)
     sampler = resumable_sampler(dataset, seed=0, batch_size=BATCH, num_workers=WORKERS)  # each worker, its row groups
     return DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, persistent_workers=True)
 
@@ -170,6 +172,7 @@ PATHS: dict[str, Callable[[Release, str], Any]] = {
     "ours: webdataset, one member": _webdataset,
     "ours: parquet row groups, one column": _parquet,
     "ours: torch_dataset (map-style)": _torch_dataset,
+    "ours: torch_dataset, decode_threads=1": lambda release, size: _torch_dataset(release, size, 1),
 }
 PEERS: dict[str, Callable[[Release, str], Any]] = {
     "peer: HF datasets streaming parquet": _hf_streaming,
@@ -240,6 +243,8 @@ def _measure(
     release = ReleaseClient(URI).open("bench")
     expected = release.counts()[SPLIT]
     readers = {**PATHS, **(PEERS if peers else {})}
+    wanted = [w for w in os.environ.get("CXR_BENCH_READERS", "").split(",") if w]
+    readers = {k: v for k, v in readers.items() if not wanted or any(w in k for w in wanted)}
     rates: dict[str, list[float]] = {}
     for _ in range(REPEAT):
         for name, make in readers.items():

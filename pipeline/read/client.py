@@ -195,7 +195,7 @@ class Release:
 
     def torch_dataset(
         self, split: str | Selection | None, image: str = "full", labels: str = "nih",
-        transform: Callable[[Any], Any] | None = None, cache_row_groups: int = 4,
+        transform: Callable[[Any], Any] | None = None, *, cache_row_groups: int = 4, decode_threads: int = 2,
     ) -> Any:  # fmt: skip
         """A map-style PyTorch dataset of a split or selection (:class:`pipeline.read.torchdata.ReleaseDataset`):
         items ``{"image_id", "image", "labels"}``; ``image="small"`` reads the 256 px copy."""
@@ -204,7 +204,7 @@ class Release:
         image_column(image)
         return ReleaseDataset(
             self, self.selection(split), image=image, labels=labels, transform=transform,
-            cache_row_groups=cache_row_groups,
+            cache_row_groups=cache_row_groups, decode_threads=decode_threads,
         )  # fmt: skip
 
     def download(

@@ -1,4 +1,4 @@
-"""A map-style PyTorch dataset over a release's Parquet files, read row group by row group, and its sampler.
+"""A map-style PyTorch dataset over a release's Parquet files, read row group by row group.
 
     from torch.utils.data import DataLoader
     from pipeline.read.torchdata import ReleaseDataset, resumable_sampler
@@ -8,10 +8,11 @@
     loader = DataLoader(data, batch_size=32, sampler=sampler, num_workers=2)  # start = batches_done * batch_size
 
 Owns the index (each selected image's Parquet file, row group and row: from the manifest's ``row_groups``, or for
-older releases from each file's ``image_id`` column), the per-process row-group cache, and a deterministic,
-resumable order. Building the dataset reads the metadata only (no pixels); an item reads the row group holding it
-(``image_id`` and one pixel column) into a small LRU cache that each process opens for itself. The dataset holds
-the store's settings and plain arrays only, so a ``DataLoader`` may fork or pickle it into its workers.
+older releases from each file's ``image_id`` column) and the per-process row-group cache; the order is
+:mod:`pipeline.read.sampler`'s (re-exported here). Building the dataset reads the metadata only (no pixels); an
+item reads the row group holding it (``image_id`` and one pixel column) into a small LRU cache that each process
+opens for itself, and a batch's images are decoded by a few threads of that process. The dataset holds the
+store's settings and plain arrays only, so a ``DataLoader`` may fork or pickle it into its workers.
 
 PyTorch is imported at module level (a ``Dataset`` subclass needs it); :mod:`pipeline` imports this module only
 lazily (in ``Release.torch_dataset``), so the reader works without torch.
@@ -23,8 +24,10 @@ import io
 import logging
 import operator
 import os
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,30 +42,36 @@ from pipeline.config import StoreConfig
 from pipeline.errors import UsageError, VerifyError
 from pipeline.plan.split import SPLITS
 from pipeline.read.client import Release
+from pipeline.read.sampler import ResumableSampler, resumable_sampler
 from pipeline.read.selection import Selection, image_column, label_columns
 
 try:
     import torch
-    from torch.utils.data import Dataset, Sampler
+    from torch.utils.data import Dataset
 except ImportError as exc:  # pragma: no cover - the consumers' extra installs torch
     raise UsageError("the PyTorch dataset needs PyTorch: pip install torch (in the `consumers` extra)") from exc
 
-__all__ = ["ReleaseDataset", "ResumableSampler", "resumable_sampler"]
+__all__ = ["ReleaseDataset", "ResumableSampler", "resumable_sampler"]  # the sampler lives in its own module
 
 log = logging.getLogger(__name__)
 
+#: Threads per process decoding a batch's images (see ``ReleaseDataset``'s ``decode_threads``).
+DECODE_THREADS = 2
 #: Where the items are: per image id, its row group (an index into the dataset's groups) and row in it.
 _Places = dict[str, tuple[int, int]]
 
 
 @dataclass
 class _ProcessState:
-    """What one process opens for itself: the filesystem, open Parquet files, the row-group cache, its counts."""
+    """What one process opens for itself: the filesystem, open Parquet files, the row-group cache (one fetch at a
+    time: ``lock``), its counts, and the threads that decode a batch's images."""
 
     pid: int
     fs: pafs.S3FileSystem
+    threads: ThreadPoolExecutor | None
     files: dict[int, pq.ParquetFile] = field(default_factory=dict)
     cache: OrderedDict[int, tuple[list[str], pa.Array]] = field(default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     reads: int = 0
     hits: int = 0
 
@@ -82,20 +91,26 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
         labels: ``nih`` or the id of one of the release's annotation layers.
         transform: Called with each image's uint8 tensor; its result is the item's ``image``.
         cache_row_groups: Row groups each process keeps (a row group holds about 32 MiB of full images).
+        decode_threads: Threads decoding the images of a batch in each process (Pillow decodes outside the GIL),
+            so that a process's cores stay busy while another ``DataLoader`` worker waits for the store. A
+            ``transform`` runs in these threads too: give 1 for one that is not thread-safe.
 
     Raises:
-        UsageError: an unknown split, image kind or layer, a layer without boolean fields, or a bad cache size.
+        UsageError: an unknown split, image kind or layer, a layer without boolean fields, or a bad cache size or
+            thread count.
         VerifyError: the Parquet files do not hold the images the metadata lists.
     """
 
     def __init__(self, release: Release, selection: Selection | str | None = None, *, image: str = "full",
                  labels: str = "nih", transform: Callable[[torch.Tensor], Any] | None = None,
-                 cache_row_groups: int = 4) -> None:  # fmt: skip
+                 cache_row_groups: int = 4, decode_threads: int = DECODE_THREADS) -> None:  # fmt: skip
         self._column = image_column(image)
         if cache_row_groups < 1:
             raise UsageError(f"cache_row_groups={cache_row_groups}: keep at least 1 row group per process")
+        if decode_threads < 1:
+            raise UsageError(f"decode_threads={decode_threads}: decode with at least 1 thread per process")
         self.version, self.image, self.transform = release.version, image, transform
-        self.cache_row_groups = cache_row_groups
+        self.cache_row_groups, self.decode_threads = cache_row_groups, decode_threads
         self._config: StoreConfig = release.client.config
         metadata = release.metadata()
         chosen = _sorted(_select(release, selection, metadata))
@@ -133,6 +148,14 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
         image = tensor if self.transform is None else self.transform(tensor)
         return {"image_id": image_id, "image": image, "labels": torch.from_numpy(self._labels[i].copy())}
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """The items of one batch (what a ``DataLoader`` asks a worker for), decoded by this process's threads."""
+        threads, n = self._process().threads, self.decode_threads
+        if threads is None or len(indices) < 2:
+            return [self[i] for i in indices]
+        parts = list(threads.map(lambda k: [self[i] for i in indices[k::n]], range(n)))  # one task a thread
+        return [parts[j % n][j // n] for j in range(len(indices))]
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without this process's open files and cache (each worker opens its own)."""
         return {**self.__dict__, "_state": None}
@@ -152,24 +175,31 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
             return {"reads": 0, "hits": 0, "cached": 0}
         return {"reads": state.reads, "hits": state.hits, "cached": len(state.cache)}
 
+    def _process(self) -> _ProcessState:
+        """This process's state, opened on its first use here (a forked or spawned worker starts anew)."""
+        state = self._state
+        if state is None or state.pid != os.getpid():
+            threads = ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else None
+            state = self._state = _ProcessState(os.getpid(), _filesystem(self._config), threads)
+        return state
+
     def _row_group(self, group: int) -> tuple[list[str], pa.Array]:
         """The ``image_id`` values and the pixel column of one row group, from this process's cache or the store."""
-        if self._state is None or self._state.pid != os.getpid():  # first item here (a forked worker starts anew)
-            self._state = _ProcessState(os.getpid(), _filesystem(self._config))
-        state = self._state
-        if group in state.cache:
-            state.hits += 1
-            state.cache.move_to_end(group)
+        state = self._process()
+        with state.lock:
+            if group in state.cache:
+                state.hits += 1
+                state.cache.move_to_end(group)
+                return state.cache[group]
+            file, index = self._groups[group]
+            if file not in state.files:
+                state.files[file] = pq.ParquetFile(state.fs.open_input_file(self._files[file]))
+            table = state.files[file].read_row_group(index, columns=["image_id", self._column])
+            state.reads += 1
+            state.cache[group] = (table.column(0).to_pylist(), table.column(1).combine_chunks())
+            while len(state.cache) > self.cache_row_groups:
+                state.cache.popitem(last=False)
             return state.cache[group]
-        file, index = self._groups[group]
-        if file not in state.files:
-            state.files[file] = pq.ParquetFile(state.fs.open_input_file(self._files[file]))
-        table = state.files[file].read_row_group(index, columns=["image_id", self._column])
-        state.reads += 1
-        state.cache[group] = (table.column(0).to_pylist(), table.column(1).combine_chunks())
-        while len(state.cache) > self.cache_row_groups:
-            state.cache.popitem(last=False)
-        return state.cache[group]
 
 
 def _filesystem(config: StoreConfig) -> pafs.S3FileSystem:
@@ -276,125 +306,3 @@ def _scanned(fs: pafs.FileSystem, path: str, base: int) -> tuple[int, _Places]:
         places.update((str(image_id), (base + k, row)) for row, image_id in enumerate(ids[offset : offset + rows]))
         offset += rows
     return parquet.metadata.num_row_groups, places
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(values: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser over uint64 values: a fixed hash, the same on every platform and library version."""
-    x = values.astype(np.uint64) + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _keys(seed: int, epoch: int, salt: int, values: np.ndarray) -> np.ndarray:
-    """Sort keys of ``values`` for one (seed, epoch, salt): sorting by them gives a well-mixed permutation."""
-    state = np.array([seed % (1 << 64)], dtype=np.uint64)
-    for part in (epoch, salt):
-        state = _mix(state) ^ np.uint64(part % (1 << 64))
-    return _mix(values.astype(np.uint64) ^ _mix(state))
-
-
-def _permutation(groups: np.ndarray, seed: int, epoch: int, block: bool) -> np.ndarray:
-    """Every index once, in an order fixed by (seed, epoch); with ``block``, row groups shuffled, then their rows."""
-    indices = np.arange(len(groups), dtype=np.int64)
-    rows = _keys(seed, epoch, 1, indices)
-    if not block:
-        return indices[np.argsort(rows, kind="stable")]
-    return indices[np.lexsort((rows, groups, _keys(seed, epoch, 2, groups)))]
-
-
-def _for_workers(order: np.ndarray, groups: np.ndarray, workers: int, batch: int) -> np.ndarray:
-    """``order`` rearranged so that batch k (of ``batch`` indices) holds rows of worker k % ``workers``'s row groups:
-    each row group goes whole to the worker with the fewest rows so far (a ``DataLoader`` hands batches round)."""
-    streams: list[deque[int]] = [deque() for _ in range(workers)]
-    for run in np.split(order, np.flatnonzero(np.diff(groups[order])) + 1):
-        min(streams, key=len).extend(run.tolist())
-    out: list[int] = []
-    while any(streams):
-        k = len(out) // batch  # the batch being filled: from its worker's stream, topped up from the longest others
-        for stream in [streams[k % workers], *sorted(streams, key=len, reverse=True)]:
-            while stream and len(out) < (k + 1) * batch:
-                out.append(stream.popleft())
-    return np.array(out, dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class _Order:
-    """How a sampler orders each epoch (the arguments of :func:`resumable_sampler`)."""
-
-    seed: int
-    block: bool
-    rank: int
-    world_size: int
-    drop_last: bool
-    batch_size: int | None
-    num_workers: int
-
-    def part(self, groups: np.ndarray, epoch: int) -> np.ndarray:
-        """This rank's indices of one epoch, in order."""
-        order = _permutation(groups, self.seed, epoch, self.block)
-        n = len(order) // self.world_size * self.world_size if self.drop_last else len(order)
-        part = order[n * self.rank // self.world_size : n * (self.rank + 1) // self.world_size]
-        if self.block and self.batch_size and self.num_workers > 1:
-            part = _for_workers(part, groups, self.num_workers, self.batch_size)
-        return part
-
-
-class ResumableSampler(Sampler[int]):
-    """A fixed order of a dataset's indices for one (seed, epoch): this rank's part of it, from ``start`` on.
-
-    The permutation is cut into ``world_size`` contiguous parts (sizes differ by at most one; none is padded), so
-    the ranks together see every index exactly once and each rank reads about its share of the row groups.
-    ``drop_last`` first drops the permutation's tail so that every rank gets the same count.
-    """
-
-    def __init__(self, groups: np.ndarray, order: _Order, epoch: int, start: int) -> None:
-        super().__init__()
-        if order.world_size < 1 or not 0 <= order.rank < order.world_size:
-            raise UsageError(f"rank={order.rank}, world_size={order.world_size}: need 0 <= rank < world_size")
-        if order.batch_size is not None and order.batch_size < 1:
-            raise UsageError(f"batch_size={order.batch_size}: give the DataLoader's batch size (1 or more) or None")
-        self.groups, self.order, self.epoch, self._part = groups, order, epoch, order.part(groups, epoch)
-        if not 0 <= start <= len(self._part):
-            raise UsageError(f"start={start}: this rank's epoch has {len(self._part)} samples; use 0 to that")
-        self.start = start
-
-    def set_epoch(self, epoch: int) -> None:
-        """Move to another epoch, from its beginning (``start`` counts only in the epoch the sampler was made for)."""
-        if epoch != self.epoch:
-            self.epoch, self.start, self._part = epoch, 0, self.order.part(self.groups, epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._part[self.start :].tolist())
-
-    def __len__(self) -> int:
-        return len(self._part) - self.start
-
-
-def resumable_sampler(dataset: Any, *, seed: int, epoch: int = 0, start: int = 0, block: bool = True, rank: int = 0,
-                      world_size: int = 1, drop_last: bool = False, batch_size: int | None = None,
-                      num_workers: int = 0) -> ResumableSampler:  # fmt: skip
-    """A sampler giving every index of ``dataset`` once per epoch, in an order fixed by its arguments.
-
-    Args:
-        dataset: A :class:`ReleaseDataset` (``block`` keeps its row groups together) or any sized dataset.
-        seed: The order's seed: the same arguments give the same order on every machine and version.
-        epoch: The epoch; each gives another order (``set_epoch`` moves on, as with ``DistributedSampler``).
-        start: Samples of this epoch this rank has consumed already (to resume: ``batches_done * batch_size``).
-        block: Shuffle row groups, then the rows within each, so that the workers' caches serve their batches.
-        rank: This process's rank among ``world_size`` (``torch.distributed.get_rank()``).
-        world_size: Processes sharing the epoch; each gets a contiguous part of the permutation, none padded.
-        drop_last: Drop the permutation's last ``len % world_size`` samples so that every rank has the same count.
-        batch_size, num_workers: The ``DataLoader``'s: with ``block``, each worker's batches then come from row
-            groups of its own, so each worker reads about ``1 / num_workers`` of them (else each reads most).
-
-    Raises:
-        UsageError: a rank outside the world, a batch size below 1, or ``start`` past this rank's samples.
-    """
-    groups = getattr(dataset, "row_groups", None)
-    groups = np.arange(len(dataset), dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    order = _Order(seed, block, rank, world_size, drop_last, batch_size, num_workers)
-    return ResumableSampler(groups, order, epoch, start)

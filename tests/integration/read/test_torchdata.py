@@ -229,6 +229,21 @@ def test_a_pickled_or_spawned_dataset_reads_for_itself(published: dict[str, Any]
     assert _ids(spawned) == data.image_ids
 
 
+def test_a_batch_decoded_by_threads_is_the_batch_decoded_one_by_one(published: dict[str, Any]) -> None:
+    release: Release = published["release"]
+    single = release.torch_dataset("train", decode_threads=1)
+    groups = len(set(single.row_groups.tolist()))
+    threaded = release.torch_dataset("train", decode_threads=3, cache_row_groups=groups)
+    order = list(resumable_sampler(threaded, seed=4, block=False))  # a batch across all row groups
+    batch, one_by_one = threaded.__getitems__(order), [single[i] for i in order]
+    assert [item["image_id"] for item in batch] == [threaded.image_ids[i] for i in order]
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["labels"], b["labels"])
+               for a, b in zip(batch, one_by_one, strict=True))  # fmt: skip
+    assert threaded.cache_info()["reads"] == groups  # no row group fetched twice by threads at once
+    with pytest.raises(UsageError, match="decode_threads=0"):
+        release.torch_dataset("train", decode_threads=0)
+
+
 def test_releases_without_row_group_ranges_are_indexed_from_their_files(published: dict[str, Any]) -> None:
     release: Release = published["release"]
     files = [{k: v for k, v in f.items() if k != "row_groups"} for f in release.manifest["files"]]
