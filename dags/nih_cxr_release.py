@@ -33,6 +33,10 @@ dates whose inputs a published release already holds publish nothing and report 
 **Failures**: bad data or parameters fail at once without retries; an unreachable store is retried with
 exponential back-off (the error kinds and whether a retry helps: `pipeline/errors.py`, which `cxr` uses too).
 The run's summary (version, counts, or the failed task and why) is logged by the DAG's callbacks.
+
+**Deadline**: a run that has not succeeded `$CXR_DEADLINE_MINUTES` (default 180) after it was queued raises a
+deadline alert: `pipeline.run.alerts.deadline_missed` logs which run, how late and where to look, and notifies
+the file in `$CXR_DEADLINE_FILE` and/or the Airflow notifier in `$CXR_DEADLINE_NOTIFIER` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -43,9 +47,21 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AssetAlias, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    SyncCallback,
+    TriggerRule,
+    dag,
+    get_current_context,
+    task,
+)
 
 from pipeline import options  # standard library only: the options table, safe at parse time
+from pipeline.run import alerts  # standard library only: the deadline and its callback
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +82,15 @@ DEFAULT_ARGS: dict[str, Any] = {
     "max_retry_delay": dt.timedelta(minutes=10),
     "execution_timeout": dt.timedelta(hours=1),
 }
+
+
+def _deadline() -> DeadlineAlert | None:
+    """The run's deadline: ``$CXR_DEADLINE_MINUTES`` (read at parse time) after it was queued; None when 0."""
+    interval = alerts.deadline_interval()
+    if interval is None:
+        return None
+    callback = SyncCallback(alerts.deadline_missed)  # run by the executor, where the tasks run
+    return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=interval, callback=callback)
 
 
 def _connection_fields(conn_id: str) -> dict[str, Any] | None:
@@ -249,6 +274,7 @@ def publish_release() -> dict[str, Any]:
     default_args=DEFAULT_ARGS,
     on_success_callback=_summarise,
     on_failure_callback=_summarise,
+    deadline=_deadline(),
     tags=["nih-cxr", "release"],
     params=PARAMS,
 )

@@ -15,6 +15,8 @@ Environment variables (all optional; command-line options and DAG params overrid
 - ``CXR_STORE_CONN_ID``: id of the Airflow connection (AWS type, ``endpoint_url`` in its extra) that holds
   the store's endpoint and keys in a deployment (default ``cxr_store``); DAG tasks look it up at run time
   and fall back to the ``AWS_*`` variables when it does not exist.
+- ``CXR_DEADLINE_MINUTES``, ``CXR_DEADLINE_FILE``, ``CXR_DEADLINE_NOTIFIER``, ``CXR_DEADLINE_NOTIFIER_KWARGS``:
+  the release DAG's deadline alert (read by :mod:`pipeline.run.alerts`; docs/operations.md, Deadline alerts).
 """
 
 from __future__ import annotations

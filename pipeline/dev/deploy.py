@@ -1,10 +1,11 @@
 """The deployment's secrets file: ``docker/.env`` written from ``docker/env.example`` with fresh secrets.
 
-``cxr deploy-env`` (default ``docker/.env``) copies the example line by line and fills each setting the example
-leaves empty with a new random value: a Fernet key for ``AIRFLOW_FERNET_KEY`` (32 random bytes, URL-safe base64,
-what ``cryptography.fernet.Fernet.generate_key`` makes), a URL-safe token of 32 bytes for every other one
-(passwords, the JWT secret, the store's keys). Settings with a value (ports, the bucket) are kept as they are.
-An existing file is never overwritten: its Fernet key decrypts the connections already stored, and losing it
+``cxr deploy-env`` (default ``docker/.env``) copies the example line by line and fills each secret the example
+leaves empty (a setting named ``*_PASSWORD``, ``*_SECRET`` or ``*_KEY``) with a new random value: a Fernet key
+for ``AIRFLOW_FERNET_KEY`` (32 random bytes, URL-safe base64, what ``cryptography.fernet.Fernet.generate_key``
+makes), a URL-safe token of 32 bytes for every other one (passwords, the JWT secret, the store's keys). Other
+settings (ports, the bucket, optional ones left empty) are kept as they are. An existing file is never
+overwritten: its Fernet key decrypts the connections already stored, and losing it
 loses them. The file is created readable by its owner only.
 """
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: The one setting whose value must be a Fernet key, not any token.
 FERNET_SETTING = "AIRFLOW_FERNET_KEY"
-_EMPTY = re.compile(r"^([A-Z][A-Z0-9_]*)=\s*$")
+_EMPTY = re.compile(r"^([A-Z][A-Z0-9_]*_(?:PASSWORD|SECRET|KEY))=\s*$")
 
 
 def _secret(name: str) -> str:
@@ -37,7 +38,7 @@ def _secret(name: str) -> str:
 
 
 def fill_secrets(example: str, secret: Callable[[str], str] = _secret) -> tuple[str, list[str]]:
-    """``example`` with every empty ``NAME=`` line given ``secret(NAME)``; and the names filled, in order."""
+    """``example`` with every empty secret's ``NAME=`` line given ``secret(NAME)``; and the names filled, in order."""
     lines, filled = [], []
     for line in example.splitlines():
         found = _EMPTY.match(line)
