@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, str] = {
     "convert": "benchmarks.convert",
     "convert-memory": "benchmarks.convert_memory",
     "read": "benchmarks.read",
+    "full": "benchmarks.full",
+    "e2e": "benchmarks.e2e",
 }
 
 

@@ -52,6 +52,9 @@ PEERS_VENV = BENCH_DIR / "peers-venv"
 PEER_PINS = ["datasets==5.2.0", "img2dataset==1.47.0"]
 CORES = os.cpu_count() or 1
 PATHS = ("full size", "+256 px")
+_AB = ("full size (legacy)", "+256 px (legacy)", "full size (no overlap)", "+256 px (no overlap)")  # LEGACY-AB
+PATHS += _AB if os.environ.get("CXR_BENCH_CONVERT_AB") == "1" else ()  # LEGACY-AB
+VARIANT_OF = {path: 256 if "256" in path else 0 for path in PATHS}  # LEGACY-AB
 
 
 @dataclass(frozen=True)
@@ -63,21 +66,37 @@ class Timing:
     store_cpu: float
 
 
-def _cpu() -> float:
+def _cpu(store_pid: int) -> float:
+    """CPU seconds of this process and its children: those that exited and those still running (decode workers
+    live from unit to unit, so they have not exited when a measurement ends), but not the store's process."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + _live_children_cpu(store_pid)
 
 
-def _store_cpu(pid: int) -> float:
+def _live_children_cpu(store_pid: int) -> float:
+    """CPU seconds of this process's running children other than ``store_pid`` (measured apart)."""
+    total = 0.0
+    for listing in Path("/proc/self/task").glob("*/children"):
+        for pid in map(int, listing.read_text().split()):
+            if pid == store_pid:
+                continue
+            try:
+                total += store_cpu(pid)
+            except (FileNotFoundError, ProcessLookupError):  # exited meanwhile: RUSAGE_CHILDREN has it
+                continue
+    return total
+
+
+def store_cpu(pid: int) -> float:
     """CPU seconds the store process (SeaweedFS) has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _measure(fn: Callable[[], Any], store_pid: int) -> Timing:
-    wall, cpu, store = time.perf_counter(), _cpu(), _store_cpu(store_pid)
+    wall, cpu, store = time.perf_counter(), _cpu(store_pid), store_cpu(store_pid)
     fn()
-    return Timing(time.perf_counter() - wall, _cpu() - cpu, _store_cpu(store_pid) - store)
+    return Timing(time.perf_counter() - wall, _cpu(store_pid) - cpu, store_cpu(store_pid) - store)
 
 
 def _source() -> Path:
@@ -87,9 +106,10 @@ def _source() -> Path:
     return src
 
 
-def _loose_files(src: Path) -> Path:
-    files = BENCH_DIR / f"convert-{IMAGES}-files"
-    if len(list(files.glob("*.png"))) != IMAGES:
+def loose_files(src: Path, images: int = IMAGES, name: str = "convert") -> Path:
+    """The PNGs of the synthetic source ``src`` (``images`` of them) as loose files (for the floor and the peers)."""
+    files = BENCH_DIR / f"{name}-{images}-files"
+    if len(list(files.glob("*.png"))) != images:
         files.mkdir(parents=True, exist_ok=True)
         for archive in sorted(src.glob("images_*.zip")):
             with zipfile.ZipFile(archive) as zf:
@@ -101,7 +121,8 @@ def _loose_files(src: Path) -> Path:
 
 def _ours(src: Path, info: StackInfo, variant: int, round_no: int) -> tuple[Timing, int]:
     """Extract and plan into a fresh prefix (not timed), then convert every unit; return the timing and bytes."""
-    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}-r{round_no}", "variant_size": variant}
+    arm = os.environ.get("CXR_LEGACY", "0") + os.environ.get("CXR_LEGACY_FINISH", "0")  # LEGACY-AB
+    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}-{arm}-r{round_no}", "variant_size": variant}
     cfg = tasks.config_from_params(params, run_id=f"bench-{variant}-{time.time_ns()}")
     Store(cfg.store).ensure_bucket()
     shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
@@ -114,19 +135,22 @@ def _ours(src: Path, info: StackInfo, variant: int, round_no: int) -> tuple[Timi
     return timing, sum(written)
 
 
-def _put(files: Path, info: StackInfo, round_no: int) -> tuple[Timing, int]:
-    """PUT every image (read beforehand) 16 at a time with its checksum, as the store's throughput ceiling."""
-    store = Store(tasks.config_from_params({"source": ".", "store": f"s3://bench-convert/put-{round_no}"}, "p").store)
+def measure_put(files: Path, info: StackInfo, round_no: int, bucket: str = "bench-convert") -> tuple[Timing, int]:
+    """PUT every image (read beforehand) 16 at a time with its checksum, as the store's throughput ceiling; return
+    the timing and the bytes sent."""
+    store = Store(tasks.config_from_params({"source": ".", "store": f"s3://{bucket}/put-{round_no}"}, "p").store)
+    store.ensure_bucket()
     blobs = [path.read_bytes() for path in sorted(files.glob("*.png"))]
     with ThreadPoolExecutor(max_workers=16) as pool:
         timing = _measure(
-            lambda: list(pool.map(lambda i: store.put_bytes(f"put/{i}", blobs[i]), range(IMAGES))), info.pid
+            lambda: list(pool.map(lambda i: store.put_bytes(f"put/{i}", blobs[i]), range(len(blobs)))), info.pid
         )
+    store.delete_prefix("put/")
     return timing, sum(map(len, blobs))
 
 
-def _decode_cost(files: Path, variant: int) -> float:
-    """CPU seconds per image of what must be decoded (one core)."""
+def decode_cost(files: Path, variant: int) -> float:
+    """CPU seconds per image of what must be decoded (one core): the CRC walk, and a full decode with a variant."""
     paths = sorted(files.glob("*.png"))[:100]
     start = time.process_time()
     for path in paths:
@@ -138,12 +162,12 @@ def _decode_cost(files: Path, variant: int) -> float:
     return (time.process_time() - start) / len(paths)
 
 
-def _peer(script: str, *args: str) -> Timing:
+def _peer(script: str, *args: str, store_pid: int) -> Timing:
     cmd = [str(PEERS_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "peers" / script), *args]
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    wall, cpu = time.perf_counter(), _cpu()
+    wall, cpu = time.perf_counter(), _cpu(store_pid)
     subprocess.run(cmd, check=True, capture_output=True, env=env)
-    return Timing(time.perf_counter() - wall, _cpu() - cpu, 0.0)
+    return Timing(time.perf_counter() - wall, _cpu(store_pid) - cpu, 0.0)
 
 
 def _ensure_peers() -> bool:
@@ -161,12 +185,14 @@ PEER_RUNS = (  # (path, tool, script, format, resize)
 )
 
 
-def _peer_round(files: Path) -> dict[str, Timing]:
+def _peer_round(files: Path, store_pid: int) -> dict[str, Timing]:
     out = BENCH_DIR / "peer-out" / str(time.time_ns())
     timings = {}
     for path, tool, script, fmt, resize in PEER_RUNS:
         dest = str(out / f"{script}-{fmt}-{resize}")
-        timings[f"{path}|{tool}"] = _peer(script, str(files), dest, *([fmt, resize] if fmt else []))
+        timings[f"{path}|{tool}"] = _peer(
+            script, str(files), dest, *([fmt, resize] if fmt else []), store_pid=store_pid
+        )
     return timings
 
 
@@ -215,12 +241,14 @@ def _measure_rounds(src: Path, files: Path, peers: bool) -> Rounds:
         os.environ.update(info.env())
         Store(tasks.config_from_params({"source": ".", "store": "s3://bench-convert"}, "b").store).ensure_bucket()
         for round_no in range(REPEAT):
-            put, rounds.put_bytes = _put(files, info, round_no)
+            put, rounds.put_bytes = measure_put(files, info, round_no)
             rounds.puts.append(put)
-            for path, variant in zip(PATHS, (0, 256), strict=True):
+            for path, variant in VARIANT_OF.items():  # LEGACY-AB
+                os.environ["CXR_LEGACY"] = "1" if "legacy" in path else "0"  # LEGACY-AB
+                os.environ["CXR_LEGACY_FINISH"] = "1" if "overlap" in path else "0"  # LEGACY-AB
                 timing, rounds.written[path] = _ours(src, info, variant, round_no)
                 rounds.ours[path].append(timing)
-            for key, timing in (_peer_round(files) if peers else {}).items():
+            for key, timing in (_peer_round(files, info.pid) if peers else {}).items():
                 rounds.peers.setdefault(key, []).append(timing)
     return rounds
 
@@ -229,8 +257,8 @@ def _our_rows(files: Path, rounds: Rounds) -> tuple[list[dict[str, Any]], dict[s
     """Ours and both floors per path (medians), and the figures behind them."""
     put = _median(rounds.puts)
     rows, figures = [], {}
-    for path, variant in zip(PATHS, (0, 256), strict=True):
-        floors = _floors(_decode_cost(files, variant), put, rounds.put_bytes, rounds.written[path] / IMAGES)
+    for path, variant in VARIANT_OF.items():  # LEGACY-AB
+        floors = _floors(decode_cost(files, variant), put, rounds.put_bytes, rounds.written[path] / IMAGES)
         mine = _median(rounds.ours[path])
         rows.append(_row(path, "ours -> parquet + webdataset, into S3", IMAGES / mine.wall, mine, floors))
         rows.append(_row(path, "floor, store on its own machines", floors["own"], None, floors))
@@ -250,7 +278,7 @@ def _peer_rows(rounds: Rounds, figures: dict[str, dict[str, Any]]) -> list[dict[
     for key, timings in rounds.peers.items():
         path, tool = key.split("|")
         rows.append(_row(path, tool, IMAGES / _median(timings).wall, _median(timings), figures[path]))
-    for path in PATHS:
+    for path in PATHS[:2]:  # LEGACY-AB
         best = max((r["images/s"] for r in rows if r["path"] == path), default=0.0)
         figures[path]["faster_peer_images_s"] = best
         figures[path]["x_faster_peer"] = figures[path]["ours_images_s"] / best if best else None
@@ -260,7 +288,7 @@ def _peer_rows(rounds: Rounds, figures: dict[str, dict[str, Any]]) -> list[dict[
 def run() -> dict[str, Any]:
     """Measure ours, the floor and the peers side by side, rounds interleaved; return the table and figures."""
     src = _source()
-    files = _loose_files(src)
+    files = loose_files(src)
     rounds = _measure_rounds(src, files, os.environ.get("CXR_BENCH_PEERS", "1") != "0" and _ensure_peers())
     rows, figures = _our_rows(files, rounds)
     rows += _peer_rows(rounds, figures)

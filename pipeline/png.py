@@ -130,8 +130,9 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 _INFLATE_PIECE = 4 << 20
 
 
-def check_decodable(data: bytes, info: PngInfo) -> None:
-    """Prove that a PNG (already through :func:`check_png`) decodes, without decoding it.
+def check_decodable(data: bytes, info: PngInfo, *, keep: bool = False) -> bytes | None:
+    """Prove that a PNG (already through :func:`check_png`) decodes, without decoding it; with ``keep``, return the
+    inflated image data it checked (the filtered scanlines, exactly the bytes IHDR implies), else None.
 
     Checks what a decoder needs and a chunk walk does not see: a bit depth the colour type allows, standard
     compression, filter and interlace methods, a PLTE chunk for a palette image, and an IDAT stream that
@@ -142,7 +143,8 @@ def check_decodable(data: bytes, info: PngInfo) -> None:
     zeros), a wrong zlib checksum or extra data after the image (Pillow stops reading before them; libpng
     refuses or warns) and a palette image without a palette (Pillow makes up its colours). It inflates in pieces, so
     memory does not grow with the image; inflating is most of what it costs: 5.4 ms for a 1024x1024 NIH
-    image, against 10.4 ms for a Pillow decode (0.2 ms for the CRC walk).
+    image, against 10.4 ms for a Pillow decode (0.2 ms for the CRC walk). What ``keep`` returns lets a caller that
+    decodes the image anyway skip a second inflate (:func:`pipeline.convert.pixels.downsize_scanlines`).
 
     Raises:
         UndecodableImageError: what a decoder would fail on, in words.
@@ -154,7 +156,9 @@ def check_decodable(data: bytes, info: PngInfo) -> None:
     interlaced = data[28] == 1
     rows = _scanline_starts(info, interlaced)
     expected = int(rows[-1][0] + rows[-1][1]) if rows else 0
-    _inflate_and_check(stream, expected, rows, info, interlaced)
+    pieces: list[bytes] | None = [] if keep else None
+    _inflate_and_check(stream, expected, rows, info, interlaced, pieces=pieces)
+    return b"".join(pieces) if pieces is not None else None
 
 
 def _check_ihdr_fields(data: bytes, info: PngInfo) -> None:
@@ -204,12 +208,18 @@ def _scanline_starts(info: PngInfo, interlaced: bool) -> list[tuple[int, int]]:
 
 
 def _inflate_and_check(
-    stream: bytes, expected: int, rows: list[tuple[int, int]], info: PngInfo, interlaced: bool
+    stream: bytes,
+    expected: int,
+    rows: list[tuple[int, int]],
+    info: PngInfo,
+    interlaced: bool,
+    *,
+    pieces: list[bytes] | None = None,
 ) -> None:
     layout = f"{info.width}x{info.height} {info.mode}{' interlaced' if interlaced else ''}"
     inflater = zlib.decompressobj()
     try:
-        produced, pending = _inflate_scanlines(inflater, stream, expected, rows, layout)
+        produced, pending = _inflate_scanlines(inflater, stream, expected, rows, layout, pieces=pieces)
         if produced < expected:
             raise UndecodableImageError(
                 f"pixel data (IDAT) holds {produced} of the {expected} bytes a {layout} image needs: "
@@ -226,9 +236,16 @@ def _inflate_and_check(
 
 
 def _inflate_scanlines(
-    inflater: Any, stream: bytes, expected: int, rows: list[tuple[int, int]], layout: str
+    inflater: Any,
+    stream: bytes,
+    expected: int,
+    rows: list[tuple[int, int]],
+    layout: str,
+    *,
+    pieces: list[bytes] | None = None,
 ) -> tuple[int, bytes]:
-    """Inflate up to ``expected`` bytes in pieces, checking each scanline's filter type; return (bytes, rest)."""
+    """Inflate up to ``expected`` bytes in pieces, checking each scanline's filter type; return (bytes, rest).
+    Each piece is appended to ``pieces`` when given."""
     import numpy as np
 
     starts = np.fromiter((start for start, _ in rows), dtype=np.int64, count=len(rows))
@@ -247,4 +264,6 @@ def _inflate_scanlines(
                 "(valid: 0-4): the pixel data is corrupt"
             )
         produced += len(piece)
+        if pieces is not None:
+            pieces.append(piece)
     return produced, pending

@@ -2,9 +2,9 @@
 
 Images are fetched (and checked) ahead in threads; when something must be decoded (a conversion or the
 downsized variant), :func:`pipeline.convert.pixels.process_image` runs in a pool of forked worker processes,
-since a decode holds the GIL too long to share one process. Samples come out in row order, each either ready
-to publish (:class:`Sample`) or left out with its quarantine row (:class:`Rejected`), so one image that cannot
-be decoded never blocks the rest of its unit.
+since a decode holds the GIL too long to share one process (one pool per process, kept from unit to unit).
+Samples come out in row order, each either ready to publish (:class:`Sample`) or left out with its quarantine
+row (:class:`Rejected`), so one image that cannot be decoded never blocks the rest of its unit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import platform
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,19 +125,53 @@ class UnitRows:
         return bool(pc.all(pc.equal(self.table["mode"], "L")).as_py() is not False)
 
 
+#: The decoding workers of this process, by number of workers: forked at the first unit that needs them and kept
+#: for the next units (``cxr run`` converts every unit in one process; an Airflow task converts one).
+_WORKERS: dict[int, ProcessPoolExecutor] = {}
+#: Below this many images a unit does not fork workers of its own (it uses them when an earlier unit did).
+POOL_MIN_IMAGES = 16
+
+
+def _worker_pool(workers: int, context: multiprocessing.context.BaseContext) -> ProcessPoolExecutor:
+    """This process's pool of ``workers`` forked decoders, started (every worker forked) or checked alive.
+
+    Workers are forked once, before the first unit's fetch threads exist, and then serve every unit: a fork per
+    unit cost about 50 ms and left units too small to pay for one on a single core. A pool whose worker died
+    (``BrokenProcessPool``) is replaced.
+    """
+    pool = _WORKERS.get(workers)
+    if pool is not None:
+        try:
+            pool.submit(int).result()
+            return pool
+        except BrokenProcessPool:
+            log.warning("a decoding worker died: starting %d new ones", workers)
+            pool.shutdown(wait=True, cancel_futures=True)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool.submit(int).result()  # fork every worker now, before the fetch threads exist
+    _WORKERS[workers] = pool
+    return pool
+
+
 class Processor:
-    """Runs :func:`pipeline.convert.pixels.process_image` in the fetching threads, or in a process pool when
-    images must be decoded (hashing, CRCs and the inflate of the decodability check release the GIL; a decode
-    holds it too long to share one process)."""
+    """Runs :func:`pipeline.convert.pixels.process_image` in the fetching threads, or in this process's pool of
+    forked workers when images must be decoded (hashing, CRCs and the inflate of the decodability check release
+    the GIL; a decode holds it too long to share one process)."""
 
     def __init__(self, images: int, all_gray8: bool, variant_size: int | None) -> None:
         self.variant_size = variant_size
         needs_decode = bool(variant_size) or not all_gray8
         workers = min(os.cpu_count() or 1, 8)
-        context = _pool_context() if needs_decode and workers > 1 and images > 16 else None
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context) if context is not None else None
-        if self.pool is not None:
-            self.pool.submit(int).result()  # fork every worker now, before the fetch threads exist
+        worth = images > POOL_MIN_IMAGES or workers in _WORKERS
+        context = _pool_context() if needs_decode and workers > 1 and worth else None
+        self.legacy = os.environ.get("CXR_LEGACY") == "1"  # LEGACY-AB
+        self.pool = _worker_pool(workers, context) if context is not None and not self.legacy else None
+        self._pending: set[Future[Processed]] = set()
+        if self.legacy:  # LEGACY-AB
+            context = _pool_context() if needs_decode and workers > 1 and images > 16 else None  # LEGACY-AB
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context) if context else None  # LEGACY-AB
+            if self.pool is not None:  # LEGACY-AB
+                self.pool.submit(int).result()  # LEGACY-AB
 
     def run(self, row: dict[str, Any], data: bytes) -> Processed:
         """Process one image in this thread."""
@@ -145,12 +180,17 @@ class Processor:
     def submit(self, row: dict[str, Any], data: bytes) -> Future[Processed]:
         """Process one image in the pool."""
         assert self.pool is not None
-        return self.pool.submit(process_image, data, row["sha256"], row["key"], self.variant_size)
+        future = self.pool.submit(process_image, data, row["sha256"], row["key"], self.variant_size)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
 
     def close(self) -> None:
-        """Stop the workers (pending images are cancelled)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        """Cancel this unit's images not started yet (the workers stay for the next unit)."""
+        if self.legacy and self.pool is not None:  # LEGACY-AB
+            self.pool.shutdown(wait=True, cancel_futures=True)  # LEGACY-AB
+        for future in list(self._pending):
+            future.cancel()
 
 
 _Fetched = tuple[bytes, "Future[Processed] | None"]

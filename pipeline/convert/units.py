@@ -21,6 +21,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os  # LEGACY-AB
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +42,7 @@ from pipeline.plan.planning import Plan, Unit
 from pipeline.progress import Progress
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
-from pipeline.store.multipart import MultipartWriter, Uploaded
+from pipeline.store.multipart import UPLOAD_CRC32, MultipartWriter, Uploaded
 from pipeline.store.storage import Store
 from pipeline.store.tables import get_json, get_table, put_json
 
@@ -147,8 +149,11 @@ class ParquetParts:
 
 
 def _entry(done: Uploaded, count: int, kind: str) -> dict[str, Any]:
+    """A written file's entry: path, size, sha256, rows, kind (md5 when computed, and the composite CRC32 the
+    store holds for a multipart object, which publishing checks it by; the manifest leaves that one out)."""
     entry = {"path": done.rel, "size": done.size, "sha256": done.sha256, "rows": count, "kind": kind}
-    return entry | ({"md5": done.md5} if done.md5 is not None else {})
+    entry |= {"md5": done.md5} if done.md5 is not None else {}
+    return entry | ({UPLOAD_CRC32: done.crc32} if done.crc32 is not None else {})
 
 
 @dataclass
@@ -183,7 +188,10 @@ def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, releas
                 progress.advance()
                 faults.point("convert.sample")
             tar.close()
-            parts.close()
+            if os.environ.get("CXR_LEGACY") == "1" or os.environ.get("CXR_LEGACY_FINISH") == "1":  # LEGACY-AB
+                parts.close()  # LEGACY-AB
+            else:  # LEGACY-AB
+                _finish_together(parts, tar_sink)
     except BaseException:
         parts.abort()
         raise
@@ -191,6 +199,19 @@ def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, releas
     assert tar_sink.result is not None
     files = [_entry(tar_sink.result, len(digests), "wds"), *parts.files]
     return UnitOutput(files, digests, quarantine, dict(parts.image_bytes))
+
+
+def _finish_together(parts: ParquetParts, tar_sink: MultipartWriter) -> None:
+    """Complete the unit's last Parquet file and its tar shard at the same time, so that their last uploads overlap
+    (one upload at a time left a core idle at the end of every unit); the tar's error comes first when both fail."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-close") as closer:
+        closing = closer.submit(parts.close)
+        try:
+            tar_sink.finish()
+        except BaseException:
+            closing.exception()  # let it end before the unit is aborted
+            raise
+        closing.result()
 
 
 def _by_image_id(table: pa.Table) -> pa.Table:

@@ -88,15 +88,38 @@ def _digests_in_tar(store: Store, rel: str) -> dict[str, str]:
     return found
 
 
-def _check_digests(expected: dict[str, str], found: dict[str, str], where: str) -> None:
-    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    wrong = sorted(name for name in set(expected) & set(found) if expected[name] != found[name])
-    if missing or extra or wrong:
-        raise AccountingError(
-            f"the {where} do not hold exactly the published images: {len(missing)} missing (e.g. {missing[:3]}), "
-            f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(wrong)} with bytes that differ from their sha256 "
-            f"(e.g. {wrong[:3]}); nothing was published"
-        )
+class _DigestTally:
+    """What the published files hold against what ``metadata.parquet`` says, folded in one file at a time (only the
+    expected digests and the names seen are kept, not every file's digests at once)."""
+
+    def __init__(self, expected: dict[str, str]) -> None:
+        self.expected = expected
+        self.seen: set[str] = set()
+        self.extra: list[str] = []
+        self.wrong: list[str] = []
+
+    def add(self, found: dict[str, str]) -> None:
+        """Fold in one file's ``{name: sha256}`` (a name seen in an earlier file counts once, as before)."""
+        for name, digest in found.items():
+            want = self.expected.get(name)
+            if want is None:
+                if name not in self.seen:
+                    self.extra.append(name)
+            elif want != digest:
+                self.wrong.append(name)
+            self.seen.add(name)
+
+    def check(self, where: str) -> int:
+        """Raise :class:`AccountingError` unless the files held exactly the expected images; return how many."""
+        missing = sorted(name for name in self.expected if name not in self.seen)
+        extra, wrong = sorted(set(self.extra)), sorted(set(self.wrong))
+        if missing or extra or wrong:
+            raise AccountingError(
+                f"the {where} do not hold exactly the published images: {len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(wrong)} with bytes that differ from their sha256 "
+                f"(e.g. {wrong[:3]}); nothing was published"
+            )
+        return len(self.seen)
 
 
 def _layer_figures(plan: Plan, files: list[dict[str, Any]], quarantine: pd.DataFrame) -> dict[str, int]:
@@ -172,16 +195,14 @@ def check(
         joined = "; ".join(problems)
         raise AccountingError(f"release {plan.version}: accounting failed, nothing was published: {joined}")
     expected = {str(k): str(v) for k, v in zip(meta["image_index"], meta["sha256"], strict=True)}
-    in_parquet: dict[str, str] = {}
-    in_tars: dict[str, str] = {}
+    in_parquet = _DigestTally(expected)
+    in_tars = _DigestTally({f"{name.removesuffix('.png')}.png": digest for name, digest in expected.items()})
     for entry_file in files:
         path = str(entry_file["path"])
         if entry_file["kind"] == "parquet" and "/parquet/split=" in path:
-            in_parquet.update(_digests_in_parquet(store, path))
+            in_parquet.add(_digests_in_parquet(store, path))
         elif entry_file["kind"] == "wds":
-            in_tars.update(_digests_in_tar(store, path))
-    by_id = {name.removesuffix(".png"): digest for name, digest in expected.items()}
-    _check_digests(expected, in_parquet, "Parquet files")
-    _check_digests({f"{k}.png": v for k, v in by_id.items()}, in_tars, "WebDataset shards")
-    checked = {"parquet_images_checked": len(in_parquet), "webdataset_images_checked": len(in_tars)}
+            in_tars.add(_digests_in_tar(store, path))
+    parquet_checked, tars_checked = in_parquet.check("Parquet files"), in_tars.check("WebDataset shards")
+    checked = {"parquet_images_checked": parquet_checked, "webdataset_images_checked": tars_checked}
     return Accounting(**{**figures.to_dict(), **checked})

@@ -6,7 +6,7 @@ those images, and leave the counts, so the release, its card, its manifest and i
 same story (``metadata.parquet``'s ``patient_order`` counts the published images only; the manifest's
 ``image_bytes`` sums the units' full and small PNGs per split). Writes ``metadata.parquet`` (no pixels),
 ``quarantine.parquet``, ``validation/``, a wids index per split, the dataset card (``README.md`` and
-``card/*.png``) and ``croissant.json``; then re-reads every file from the store, writes ``manifest.json``
+``card/*.png``) and ``croissant.json``; then checks every file in the store, writes ``manifest.json``
 last (a conditional create: the moment the release becomes visible) and moves ``releases/latest.json``.
 """
 
@@ -42,7 +42,7 @@ from pipeline.publish.card import CardFacts
 from pipeline.publish.latest import move_latest, read_latest
 from pipeline.publish.listing import parent_of
 from pipeline.publish.manifest import build_manifest, manifest_key, read_manifest, wids_index, write_manifest
-from pipeline.publish.verify import verify_files
+from pipeline.publish.verify import verify_uploads
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix, run_prefix
 from pipeline.store.storage import Store
@@ -50,6 +50,8 @@ from pipeline.store.tables import get_frame, get_json, records, table_bytes
 
 log = logging.getLogger(__name__)
 
+#: Rows turned into Python records at a time when the metadata table is built (the rest stays columnar).
+RECORD_BATCH = 4096
 CONTENT_TYPES = {"md": "text/markdown; charset=utf-8", "png": "image/png", "json": "application/json"}
 
 
@@ -155,10 +157,15 @@ def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> p
     frame = get_frame(store, layout.plan_table_key(plan.run_id)).drop(columns=["sha256"])
     digests = pd.DataFrame([d for r in results for d in r["digests"]])
     frame = _published_order(frame.merge(digests, on="image_index", how="inner"))
+    order = frame["split"].map(SPLITS.index)
+    frame = frame.assign(_order=order).sort_values(["_order", "image_index"], kind="stable").drop(columns="_order")
     layers = plan.annotation_layers()
-    rows = [to_record(row, row["sha256"], bool(row["converted"]), layers) for row in records(frame)]
-    rows.sort(key=lambda r: (SPLITS.index(r["split"]), r["image_index"]))
-    return pa.Table.from_pylist(rows, schema=metadata_schema(layers))
+    schema = metadata_schema(layers)
+    parts = [  # a few thousand rows at a time become Python records; the rest stays columnar
+        pa.Table.from_pylist([to_record(r, r["sha256"], bool(r["converted"]), layers) for r in records(chunk)], schema)
+        for chunk in (frame.iloc[start : start + RECORD_BATCH] for start in range(0, len(frame), RECORD_BATCH))
+    ]
+    return pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
 
 
 def _published_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -361,7 +368,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
         for (layer, published), comparison in zip(layer_tables, facts.layers, strict=True)
     ]
     _describe(store, plan, facts, meta, files, layers=layers)
-    problems = verify_files(store, files, limit=len(files))
+    problems = verify_uploads(store, files, limit=len(files))
     if problems:
         _forget_units(store, plan, results, problems)
         raise VerifyError(

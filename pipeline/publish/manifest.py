@@ -2,7 +2,7 @@
 
 A release is visible only once ``releases/<version>/manifest.json`` exists; it is created with a
 conditional write (``If-None-Match: *``), so two publishers can never both publish one version, and it is
-written last, after every other file of the release was re-read and checked (:mod:`pipeline.publish.verify`).
+written last, after every other file of the release was checked in the store (:mod:`pipeline.publish.verify`).
 
 Why files are written in place rather than staged under another prefix and copied: the claim
 (:func:`pipeline.plan.versions.claim_version`) already makes the version's prefix private to runs with
@@ -24,6 +24,7 @@ from pipeline import nih
 from pipeline.errors import ReleaseConflictError, VerifyError
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
+from pipeline.store.multipart import UPLOAD_CRC32
 from pipeline.store.storage import ObjectExistsError, Store
 from pipeline.store.tables import get_json, put_json
 
@@ -104,6 +105,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
 
     ``label_columns`` names the columns of ``label_vector_order``'s labels, in that order; ``extra`` adds what
     :func:`pipeline.publish.finish.finish` gathered (statistics, accounting, ``image_bytes`` per split...).
+    The files' entries lose the upload checksum publishing checked them by (the manifest lists SHA-256s).
     """
     from pipeline.convert.schema import release_schema
     from pipeline.plan.crosscheck import accounting_summary
@@ -133,6 +135,6 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
             "min_shards": cfg.min_shards,
         },
         "sources": plan.sources,
-        "files": sorted(files, key=lambda f: f["path"]),
+        "files": sorted(({k: v for k, v in f.items() if k != UPLOAD_CRC32} for f in files), key=lambda f: f["path"]),
         **extra,
     }

@@ -25,6 +25,7 @@ from pipeline.plan import planning as plan
 from pipeline.plan import preview
 from pipeline.publish import finish
 from pipeline.run import connections
+from pipeline.run.memory import release_memory
 from pipeline.store import layout
 from pipeline.store.storage import Store
 from pipeline.store.tables import get_json
@@ -169,10 +170,14 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     (Data_Entry rows, boxes and split-list names of images this source does not hold: a subset, not a loss).
     """
     shard_results = _extract_all(cfg)
+    release_memory()  # each stage's leftovers go back to the system before the next (see pipeline.run.memory)
     curated = curate_metadata(cfg)
+    release_memory()
     planned = plan_or_preview(cfg, shard_results, curated)
+    release_memory()
     if not should_publish(cfg):
         return {key: value for key, value in planned.items() if key != "units"} | {"published": False}
     for unit in planned["units"]:
         convert_unit(cfg, unit)
+        release_memory()
     return publish_release(cfg)

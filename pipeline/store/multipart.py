@@ -5,8 +5,10 @@ Writers (``tarfile``, ``pyarrow.parquet.ParquetWriter``) write into it as if it 
 overlaps producing. Memory stays bounded (the current part plus ``max_inflight`` parts being sent). The
 SHA-256 of the whole object (and its MD5 when asked for: WebDataset indexes list it) is computed part by
 part in a thread of its own, off the writer's thread; each part carries a CRC32 checksum that the store
-verifies (a quarter of the CPU of a Content-MD5). An object smaller than one part is sent with a single
-PUT. On error the upload is aborted: nothing partial ever becomes visible under the key.
+verifies (a quarter of the CPU of a Content-MD5), and the result records the composite CRC32 the store then
+holds for the object (:func:`composite_crc32`), so publishing can check the object from its metadata alone. An
+object smaller than one part is sent with a single PUT (the store holds its SHA-256). On error the upload is
+aborted: nothing partial ever becomes visible under the key.
 """
 
 from __future__ import annotations
@@ -27,21 +29,35 @@ from pipeline.store.storage import Store
 log = logging.getLogger(__name__)
 
 PART_SIZE = 16 << 20  # S3 parts must be >= 5 MiB except the last
+#: The key a written file's entry (a unit result's ``files``) keeps :attr:`Uploaded.crc32` under.
+UPLOAD_CRC32 = "upload_crc32"
 
 
 @dataclass(frozen=True)
 class Uploaded:
-    """What was written: the object's store-relative key, size and digests (``md5`` None when not asked for)."""
+    """What was written: the object's store-relative key, size and digests (``md5`` None when not asked for).
+
+    ``crc32`` is the composite checksum of a multipart upload as the store reports it (``<base64>-<parts>``,
+    S3's ``ChecksumCRC32`` of a ``COMPOSITE`` object); None for a single PUT, whose checksum is its SHA-256.
+    """
 
     rel: str
     size: int
     sha256: str
     md5: str | None
+    crc32: str | None = None
 
 
 def crc32_b64(body: bytes) -> str:
     """The base64 big-endian CRC32 that S3's ``ChecksumCRC32`` fields carry."""
     return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+def composite_crc32(part_crcs: list[str]) -> str:
+    """The ``ChecksumCRC32`` S3 gives a multipart object from its parts' CRC32s (base64, in part order): the
+    CRC32 of the parts' raw checksums end to end, then ``-<number of parts>``."""
+    raw = b"".join(base64.b64decode(crc) for crc in part_crcs)
+    return f"{crc32_b64(raw)}-{len(part_crcs)}"
 
 
 class MultipartWriter(io.RawIOBase):
@@ -122,6 +138,7 @@ class MultipartWriter(io.RawIOBase):
     def _finish(self) -> None:
         rest = self._digest(bytes(self._buffer))
         self._hasher.submit(int).result()  # every queued update has run
+        crc32 = None
         if self._upload_id is None:
             self.store.put_bytes(self.rel, rest, sha256=self._sha256.digest())
         else:
@@ -139,9 +156,10 @@ class MultipartWriter(io.RawIOBase):
                     MultipartUpload={"Parts": parts},
                 ),
             )
+            crc32 = composite_crc32([part["ChecksumCRC32"] for part in parts])
         self._buffer = bytearray()
         md5 = self._md5.hexdigest() if self._md5 is not None else None
-        self.result = Uploaded(self.rel, self._size, self._sha256.hexdigest(), md5)
+        self.result = Uploaded(self.rel, self._size, self._sha256.hexdigest(), md5, crc32)
 
     def _abort(self) -> None:
         for future in self._inflight:
@@ -180,7 +198,10 @@ class MultipartWriter(io.RawIOBase):
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        """Complete the object (unless :meth:`finish` did already), or abort it on error (unless it is complete)."""
         try:
+            if self.result is not None:
+                return
             if kind is None:
                 self.finish()
             else:

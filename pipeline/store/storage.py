@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -46,6 +46,8 @@ RETRY_BUDGET_ENV = "CXR_STORE_RETRY_S"
 DEFAULT_RETRY_BUDGET_S = 120.0
 _FIRST_DELAY_S, _MAX_DELAY_S = 0.5, 8.0
 T = TypeVar("T")
+#: The checksum fields of a HeadObject answer (S3's names; a multipart object's value ends in ``-<parts>``).
+CHECKSUM_FIELDS = ("ChecksumSHA256", "ChecksumCRC32", "ChecksumCRC32C", "ChecksumSHA1", "ChecksumCRC64NVME")
 
 
 def retry_budget() -> float:
@@ -65,6 +67,9 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    #: The checksums the store holds for the object (``{"ChecksumSHA256": ...}``, ``{"ChecksumCRC32": "...-N"}``
+    #: for a multipart upload), as :meth:`Store.head` returns them with ``checksums=True``; empty otherwise.
+    checksums: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 class ConditionFailedError(Exception):
@@ -240,15 +245,21 @@ class Store:
         stream: IO[bytes] = response["Body"]
         return stream
 
-    def head(self, rel: str) -> ObjectInfo | None:
-        """Return the object's size and ETag, or None when it does not exist."""
+    def head(self, rel: str, *, checksums: bool = False) -> ObjectInfo | None:
+        """Return the object's size and ETag, or None when it does not exist.
+
+        With ``checksums`` the store is asked for the checksums it verified when the object was uploaded
+        (``ChecksumMode=ENABLED``); they come back in :attr:`ObjectInfo.checksums` (empty when it holds none).
+        """
+        extra: dict[str, Any] = {"ChecksumMode": "ENABLED"} if checksums else {}
         try:
-            response = self._call(f"inspecting {self.uri(rel)}", self.client.head_object, Key=self.key(rel))
+            response = self._call(f"inspecting {self.uri(rel)}", self.client.head_object, Key=self.key(rel), **extra)
         except ClientError as exc:
             if error_code(exc) in MISSING_CODES:
                 return None
             raise
-        return ObjectInfo(rel, int(response["ContentLength"]), str(response.get("ETag", "")).strip('"'))
+        held = {name: str(response[name]) for name in CHECKSUM_FIELDS if response.get(name)}
+        return ObjectInfo(rel, int(response["ContentLength"]), str(response.get("ETag", "")).strip('"'), held)
 
     def exists(self, rel: str) -> bool:
         """Say whether the object exists."""

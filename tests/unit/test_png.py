@@ -251,3 +251,10 @@ def test_a_palette_image_without_its_palette_is_refused() -> None:
         _check(data)
     palette = _chunk(b"PLTE", bytes(range(256)) * 3)
     _check(build_png(40, 30, gray_rows(40, 30), color=3, extra=(palette,)))
+
+
+def test_the_decodability_check_can_keep_the_pixel_data_it_inflated() -> None:
+    rows = gray_rows(40, 30)
+    data = build_png(40, 30, rows)
+    assert images.check_decodable(data, images.check_png(data)) is None
+    assert images.check_decodable(data, images.check_png(data), keep=True) == rows

@@ -1,22 +1,28 @@
-"""Verification against the manifest on the real local S3 endpoint: a tampered, missing or unlisted file is named."""
+"""Verification on the real local S3 endpoint: a tampered, missing or unlisted file is named, against the manifest
+(``cxr verify``, every byte re-read) and, at publishing, against the checksums the store holds for what was written."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from typing import Any
 
 import pytest
 
 from pipeline.dev.stack import StackInfo
-from pipeline.errors import ReleaseNotFoundError
+from pipeline.errors import ReleaseNotFoundError, VerifyError
 from pipeline.publish.latest import LATEST, move_latest
 from pipeline.publish.manifest import read_manifest, write_manifest
-from pipeline.publish.verify import check_file, sha256_of_object, verify_release
+from pipeline.publish.verify import check_file, sha256_of_object, verify_release, verify_uploads
+from pipeline.run import tasks
+from pipeline.store.multipart import UPLOAD_CRC32, MultipartWriter
 from pipeline.store.storage import Store
 from tests.integration import releases
 
 pytestmark = pytest.mark.integration
+MIB = 1 << 20
 FILES = {"metadata.parquet": b"rows without pixels", "webdataset/train/shard-000000.tar": b"t" * 70_000}
 
 
@@ -113,3 +119,66 @@ def test_cxr_verify_names_tampered_missing_and_unlisted_objects(released: dict[s
             store.put_bytes(f"releases/v1/{path}", original)
         store.delete("releases/v1/extra.txt")
     assert verify_release(store, "v1").ok
+
+
+def _written(store: Store, rel: str, body: bytes, part_size: int | None = None) -> dict[str, Any]:
+    """Write ``body`` as one PUT, or as a multipart upload of ``part_size`` parts; return its file entry."""
+    if part_size is None:
+        return {"path": rel, "size": len(body), "sha256": store.put_bytes(rel, body)}
+    with MultipartWriter(store, rel, part_size=part_size, md5=False) as out:
+        out.write(body)
+    assert out.result is not None
+    assert out.result.crc32 is not None
+    return {"path": rel, "size": len(body), "sha256": out.result.sha256, UPLOAD_CRC32: out.result.crc32}
+
+
+def test_written_files_verify_from_the_store_checksums_and_replaced_ones_are_named(store: Store) -> None:
+    one, many = os.urandom(70_000), os.urandom(11 * MIB)
+    entries = [_written(store, "one.bin", one), _written(store, "many.bin", many, part_size=5 * MIB)]
+    assert verify_uploads(store, entries) == []
+    _written(store, "one.bin", bytes(reversed(one)))  # same size, other bytes, each way of writing
+    _written(store, "many.bin", many[: 5 * MIB] + bytes(reversed(many[5 * MIB :])), part_size=5 * MIB)
+    problems = verify_uploads(store, entries)
+    assert [p.split(": ", 1)[0] for p in problems] == ["one.bin", "many.bin"]
+    assert all("(the object was replaced)" in p for p in problems)
+
+
+def test_a_file_rewritten_another_way_is_read_back_in_full(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    many = os.urandom(11 * MIB)
+    entry = _written(store, "many.bin", many, part_size=5 * MIB)
+    store.put_bytes("many.bin", many)  # the same bytes as one PUT: the store holds a SHA-256, not the CRC32 recorded
+    with caplog.at_level(logging.WARNING, logger="pipeline.publish.verify"):
+        assert verify_uploads(store, [entry]) == []
+    assert "reports no ChecksumCRC32 for it (it holds ChecksumSHA256); reading it back in full" in caplog.text
+    store.put_bytes("many.bin", bytes(reversed(many)))
+    assert verify_uploads(store, [entry]) == ["many.bin: sha256 differs from the manifest"]
+
+
+def test_a_file_the_store_holds_no_checksum_for_is_read_back_in_full(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"written by a client that sent no checksum"
+    store.client.put_object(Bucket=store.bucket, Key=store.key("plain.bin"), Body=body)
+    entry = {"path": "plain.bin", "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    with caplog.at_level(logging.WARNING, logger="pipeline.publish.verify"):
+        assert verify_uploads(store, [entry]) == []
+    assert "reports no ChecksumSHA256 for it (it holds no checksum); reading it back in full" in caplog.text
+    store.client.put_object(Bucket=store.bucket, Key=store.key("plain.bin"), Body=bytes(reversed(body)))
+    assert verify_uploads(store, [entry]) == ["plain.bin: sha256 differs from the manifest"]
+
+
+def test_publishing_refuses_a_converted_file_replaced_by_other_bytes_of_the_same_size(
+    released: dict[str, Any],
+) -> None:
+    store: Store = released["store"]
+    cfg = releases.run_config(store, released["source"], "tampered-run", release="tampered", seed=4)
+    shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
+    for unit in tasks.plan_release(cfg, shards, tasks.curate_metadata(cfg)):
+        tasks.convert_unit(cfg, unit)
+    part = next(i.key for i in store.list("releases/tampered/parquet/") if i.key.endswith(".parquet"))
+    body = bytearray(store.get_bytes(part))
+    body[len(body) // 2] ^= 0xFF  # one byte flipped: the size is the same
+    store.put_bytes(part, bytes(body))
+    with pytest.raises(VerifyError, match=rf"failed verification, nothing was published: {part}: the store's Checksum"):
+        tasks.publish_release(cfg)
+    assert not store.exists("releases/tampered/manifest.json")

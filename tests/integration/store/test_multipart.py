@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import tarfile
@@ -36,6 +37,15 @@ def test_written_bytes_arrive_whole_with_their_digests(store: Store, size: int) 
     assert out.result.sha256 == hashlib.sha256(data).hexdigest()
     assert out.result.md5 == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert out.result.size == size
+    held = store.head("obj.bin", checksums=True)
+    assert held is not None
+    if size > 5 * MIB:  # multipart: the store holds the composite CRC32 the writer recorded (what publishing checks)
+        assert out.result.crc32 is not None
+        assert out.result.crc32.endswith(f"-{-(-size // (5 * MIB))}")
+        assert held.checksums == {"ChecksumCRC32": out.result.crc32}
+    else:  # one PUT: the store holds its SHA-256
+        assert out.result.crc32 is None
+        assert base64.b64decode(held.checksums["ChecksumSHA256"]).hex() == out.result.sha256
 
 
 def test_a_failing_writer_leaves_no_object_and_no_pending_upload(store: Store, s3_client: Any) -> None:
@@ -71,3 +81,23 @@ def test_each_part_carries_a_crc32_the_store_keeps(store: Store, s3_client: Any)
     head = s3_client.head_object(Bucket=store.bucket, Key=store.key("crc.bin"), ChecksumMode="ENABLED")
     assert head["ChecksumCRC32"].endswith("-3")  # composite over three parts, each checked on arrival
     assert store.get_bytes("crc.bin") == data
+
+
+def test_a_writer_finished_inside_its_block_is_completed_once(store: Store, s3_client: Any) -> None:
+    data = os.urandom(11 * MIB)
+    with MultipartWriter(store, "early.bin", part_size=5 * MIB) as out:
+        out.write(data)
+        done = out.finish()  # what a unit does to overlap its last uploads
+    assert out.result is done
+    assert store.get_bytes("early.bin") == data
+
+    def fail_after_the_finish() -> None:
+        with MultipartWriter(store, "kept.bin", part_size=5 * MIB) as late:
+            late.write(data)
+            late.finish()
+            raise RuntimeError("failed after the finish")
+
+    with pytest.raises(RuntimeError, match="after the finish"):
+        fail_after_the_finish()
+    assert store.get_bytes("kept.bin") == data  # a complete object is not aborted afterwards
+    assert s3_client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []

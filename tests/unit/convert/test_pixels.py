@@ -106,3 +106,19 @@ def test_bytes_unlike_the_manifest_still_fail_the_run_not_quarantined() -> None:
     with pytest.raises(ImageError, match="re-run extract") as caught:
         pixels.process_image(GOOD, "0" * 64, "raw/x.png", None)
     assert not isinstance(caught.value, UndecodableImageError)
+
+
+def test_the_variant_made_from_the_checked_scanlines_is_the_variant_of_a_full_decode() -> None:
+    """The variant of a gray8 image comes from the pixel data the decodability check inflated (no second inflate):
+    its bytes are those of a Pillow decode of the PNG, for real images, every filter type and odd sizes."""
+    rng = np.random.default_rng(7)
+    made = [_png(rng.integers(0, 256, (h, w), dtype=np.uint8)) for h, w in ((300, 200), (37, 1030), (256, 256))]
+    smooth = np.add.outer(np.arange(512), np.arange(512)).astype(np.uint8)  # Pillow picks other filters for it
+    for data in [p.read_bytes() for p in REAL] + [*made, _png(smooth)]:
+        info = pixels.check_png(data)
+        scanlines = pixels.check_decodable(data, info, keep=True)
+        assert scanlines is not None
+        for side in (256, 100):
+            assert pixels.downsize_scanlines(info, scanlines, side) == pixels.downsize_png(data, side)
+        done = pixels.process_image(data, hashlib.sha256(data).hexdigest(), "raw/x.png", 256)
+        assert done.small == pixels.downsize_png(data, 256)

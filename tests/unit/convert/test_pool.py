@@ -11,7 +11,10 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+
+import pytest
 
 from tests.reference import IMAGES
 
@@ -87,3 +90,20 @@ def test_an_undecodable_image_becomes_its_quarantine_row_in_thread_and_in_the_po
             assert "IHDR claims a larger image" in out.row["reason"]
     finally:
         pooled.close()
+
+
+def test_the_units_of_a_process_share_its_workers_and_a_dead_worker_is_replaced() -> None:
+    from pipeline.convert import pool
+
+    first = pool.Processor(20, True, 64)
+    small = pool.Processor(2, True, 64)  # too small to fork for, but the workers are there already
+    assert first.pool is not None
+    assert small.pool is first.pool
+    with pytest.raises(BrokenProcessPool):
+        first.pool.submit(os._exit, 1).result()  # a worker dies (as one killed for its memory would)
+    again = pool.Processor(20, True, 64)
+    assert again.pool is not None
+    assert again.pool is not first.pool
+    data = IMAGES[0].read_bytes()
+    row = {"sha256": hashlib.sha256(data).hexdigest(), "key": "k"}
+    assert again.submit(row, data).result().small
