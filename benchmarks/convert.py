@@ -52,9 +52,6 @@ PEERS_VENV = BENCH_DIR / "peers-venv"
 PEER_PINS = ["datasets==5.2.0", "img2dataset==1.47.0"]
 CORES = os.cpu_count() or 1
 PATHS = ("full size", "+256 px")
-_AB = ("full size (legacy)", "+256 px (legacy)", "full size (no overlap)", "+256 px (no overlap)")  # LEGACY-AB
-PATHS += _AB if os.environ.get("CXR_BENCH_CONVERT_AB") == "1" else ()  # LEGACY-AB
-VARIANT_OF = {path: 256 if "256" in path else 0 for path in PATHS}  # LEGACY-AB
 
 
 @dataclass(frozen=True)
@@ -121,8 +118,7 @@ def loose_files(src: Path, images: int = IMAGES, name: str = "convert") -> Path:
 
 def _ours(src: Path, info: StackInfo, variant: int, round_no: int) -> tuple[Timing, int]:
     """Extract and plan into a fresh prefix (not timed), then convert every unit; return the timing and bytes."""
-    arm = os.environ.get("CXR_LEGACY", "0") + os.environ.get("CXR_LEGACY_FINISH", "0")  # LEGACY-AB
-    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}-{arm}-r{round_no}", "variant_size": variant}
+    params = {"source": str(src), "store": f"s3://bench-convert/v{variant}-r{round_no}", "variant_size": variant}
     cfg = tasks.config_from_params(params, run_id=f"bench-{variant}-{time.time_ns()}")
     Store(cfg.store).ensure_bucket()
     shards = [tasks.extract_shard(cfg, shard) for shard in tasks.discover(cfg)]
@@ -243,9 +239,7 @@ def _measure_rounds(src: Path, files: Path, peers: bool) -> Rounds:
         for round_no in range(REPEAT):
             put, rounds.put_bytes = measure_put(files, info, round_no)
             rounds.puts.append(put)
-            for path, variant in VARIANT_OF.items():  # LEGACY-AB
-                os.environ["CXR_LEGACY"] = "1" if "legacy" in path else "0"  # LEGACY-AB
-                os.environ["CXR_LEGACY_FINISH"] = "1" if "overlap" in path else "0"  # LEGACY-AB
+            for path, variant in zip(PATHS, (0, 256), strict=True):
                 timing, rounds.written[path] = _ours(src, info, variant, round_no)
                 rounds.ours[path].append(timing)
             for key, timing in (_peer_round(files, info.pid) if peers else {}).items():
@@ -257,7 +251,7 @@ def _our_rows(files: Path, rounds: Rounds) -> tuple[list[dict[str, Any]], dict[s
     """Ours and both floors per path (medians), and the figures behind them."""
     put = _median(rounds.puts)
     rows, figures = [], {}
-    for path, variant in VARIANT_OF.items():  # LEGACY-AB
+    for path, variant in zip(PATHS, (0, 256), strict=True):
         floors = _floors(decode_cost(files, variant), put, rounds.put_bytes, rounds.written[path] / IMAGES)
         mine = _median(rounds.ours[path])
         rows.append(_row(path, "ours -> parquet + webdataset, into S3", IMAGES / mine.wall, mine, floors))
@@ -278,7 +272,7 @@ def _peer_rows(rounds: Rounds, figures: dict[str, dict[str, Any]]) -> list[dict[
     for key, timings in rounds.peers.items():
         path, tool = key.split("|")
         rows.append(_row(path, tool, IMAGES / _median(timings).wall, _median(timings), figures[path]))
-    for path in PATHS[:2]:  # LEGACY-AB
+    for path in PATHS:
         best = max((r["images/s"] for r in rows if r["path"] == path), default=0.0)
         figures[path]["faster_peer_images_s"] = best
         figures[path]["x_faster_peer"] = figures[path]["ours_images_s"] / best if best else None

@@ -129,27 +129,11 @@ def _table(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _figures(runs: dict[int, list[dict[str, Any]]], floor_s: float, written: float) -> dict[str, Any]:
-    small, large = sorted(runs)
-    one, two = _best(runs[small]), _best(runs[large])
-    marginal = (large - small) / (two["wall_s"] - one["wall_s"])
-    return {
-        "marginal_images_s": marginal,
-        "floor_images_s": 1 / floor_s,
-        "x_floor": marginal * floor_s,
-        "rounds_wall_s": {n: [r["wall_s"] for r in rs] for n, rs in runs.items()},
-    }
-
-
-#: LEGACY-AB: arms measured side by side (``CXR_BENCH_E2E_AB=1``: the old code paths too); removed after measuring.
-ARMS = {"legacy": {"CXR_LEGACY": "1"}, "new": {}} if os.environ.get("CXR_BENCH_E2E_AB") == "1" else {"new": {}}
-
-
 def run() -> dict[str, Any]:
     """Both sizes, interleaved rounds, the PUT ceiling and the decode cost; the marginal throughput and its floor."""
     small, large = min(SIZES), max(SIZES)
     files = loose_files(_source(large), large, name="e2e")
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {arm: {n: [] for n in (small, large)} for arm in ARMS}
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in (small, large)}
     puts = []
     with LocalS3() as info:
         env = info.env()
@@ -158,33 +142,30 @@ def run() -> dict[str, Any]:
         for round_no in range(REPEAT):
             puts.append(measure_put(files, info, round_no, BUCKET))
             for images in (small, large):
-                for arm, extra in ARMS.items():
-                    runs[arm][images].append(_run(images, round_no, env | extra, info.pid))
+                runs[images].append(_run(images, round_no, env, info.pid))
     put, put_bytes = min(puts, key=lambda p: p[0].wall)
     decode_s = decode_cost(files, VARIANT)
-    last = runs["new"]
-    written = (_best(last[large])["bytes"] - _best(last[small])["bytes"]) / (large - small)
+    one, two = _best(runs[small]), _best(runs[large])
+    marginal = (large - small) / (two["wall_s"] - one["wall_s"])
+    written = (two["bytes"] - one["bytes"]) / (large - small)
     floor_s = decode_s / CORES + written / (put_bytes / put.wall)
-    figures = {arm: _figures(measured, floor_s, written) for arm, measured in runs.items()}
-    figures["floor"] = {
+    figures = {
+        "marginal_images_s": marginal,
+        "floor_images_s": 1 / floor_s,
+        "x_floor": marginal * floor_s,
         "decode_ms_per_image": 1000 * decode_s,
         "written_bytes_per_image": written,
         "put_mb_s": put_bytes / put.wall / 1e6,
-        "floor_images_s": 1 / floor_s,
+        "rounds_wall_s": {n: [r["wall_s"] for r in rs] for n, rs in runs.items()},
     }
-    table = [{"arm": arm} | row for arm, measured in runs.items() for row in _table(measured)]
     notes = [
         f"{CORES} cores, {platform.processor() or platform.machine()}, 1024 px images, variant {VARIANT} px, best "
         f"of {REPEAT} interleaved rounds",
-        f"floor {1 / floor_s:.1f} images/s = decode {1000 * decode_s:.1f} ms over {CORES} cores + "
-        f"{written / 1e6:.2f} MB written per image at the PUT rate {put_bytes / put.wall / 1e6:.0f} MB/s",
-        *(
-            f"{arm}: marginal {f['marginal_images_s']:.1f} images/s = {f['x_floor']:.2f}x the floor"
-            for arm, f in figures.items()
-            if arm != "floor"
-        ),
+        f"marginal {marginal:.1f} images/s; floor {1 / floor_s:.1f} images/s = decode {1000 * decode_s:.1f} ms over "
+        f"{CORES} cores + {written / 1e6:.2f} MB written per image at the PUT rate {put_bytes / put.wall / 1e6:.0f} "
+        f"MB/s; ratio {marginal * floor_s:.2f}x the floor",
     ]
-    return {"sizes": [small, large], "figures": figures, "table": table, "notes": notes}
+    return {"sizes": [small, large], "figures": figures, "table": _table(runs), "notes": notes}
 
 
 if __name__ == "__main__":

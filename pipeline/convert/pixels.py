@@ -114,9 +114,6 @@ def process_image(data: bytes, expected_sha256: str, key: str, variant_size: int
     except ImageError as exc:
         raise UndecodableImageError(str(exc)) from exc
     simple = info.is_gray8 and data[28] == 0  # not interlaced: its scanlines are the image's rows
-    import os  # LEGACY-AB
-
-    simple = simple and os.environ.get("CXR_LEGACY") != "1"  # LEGACY-AB
     scanlines = check_decodable(data, info, keep=bool(variant_size) and simple)
     try:
         if scanlines is not None and variant_size:

@@ -164,14 +164,8 @@ class Processor:
         workers = min(os.cpu_count() or 1, 8)
         worth = images > POOL_MIN_IMAGES or workers in _WORKERS
         context = _pool_context() if needs_decode and workers > 1 and worth else None
-        self.legacy = os.environ.get("CXR_LEGACY") == "1"  # LEGACY-AB
-        self.pool = _worker_pool(workers, context) if context is not None and not self.legacy else None
+        self.pool = _worker_pool(workers, context) if context is not None else None
         self._pending: set[Future[Processed]] = set()
-        if self.legacy:  # LEGACY-AB
-            context = _pool_context() if needs_decode and workers > 1 and images > 16 else None  # LEGACY-AB
-            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context) if context else None  # LEGACY-AB
-            if self.pool is not None:  # LEGACY-AB
-                self.pool.submit(int).result()  # LEGACY-AB
 
     def run(self, row: dict[str, Any], data: bytes) -> Processed:
         """Process one image in this thread."""
@@ -187,8 +181,6 @@ class Processor:
 
     def close(self) -> None:
         """Cancel this unit's images not started yet (the workers stay for the next unit)."""
-        if self.legacy and self.pool is not None:  # LEGACY-AB
-            self.pool.shutdown(wait=True, cancel_futures=True)  # LEGACY-AB
         for future in list(self._pending):
             future.cancel()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os  # LEGACY-AB
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -188,10 +187,7 @@ def _write_unit(store: Store, cfg: RunConfig, unit: Unit, rows: UnitRows, releas
                 progress.advance()
                 faults.point("convert.sample")
             tar.close()
-            if os.environ.get("CXR_LEGACY") == "1" or os.environ.get("CXR_LEGACY_FINISH") == "1":  # LEGACY-AB
-                parts.close()  # LEGACY-AB
-            else:  # LEGACY-AB
-                _finish_together(parts, tar_sink)
+            _finish_together(parts, tar_sink)
     except BaseException:
         parts.abort()
         raise

@@ -111,10 +111,6 @@ def check_upload(store: Store, entry: dict[str, Any]) -> str | None:
 def verify_uploads(store: Store, files: list[dict[str, Any]], limit: int = 10) -> list[str]:
     """Check every written file from the store's metadata (a few at a time, :func:`check_upload`); return the first
     ``limit`` mismatches in listing order. What publishing calls before the manifest exists."""
-    import os  # LEGACY-AB
-
-    if os.environ.get("CXR_LEGACY") == "1":  # LEGACY-AB
-        return verify_files(store, files, limit)  # LEGACY-AB
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS, thread_name_prefix="verify") as pool:
         outcomes = pool.map(lambda entry: check_upload(store, entry), files)
         problems = [problem for problem in outcomes if problem is not None]

@@ -121,7 +121,9 @@ def test_celery_settings_are_those_the_celery_test_runs_with(compose: dict[str, 
 
 
 def test_pipeline_settings_are_the_names_the_pipeline_reads(compose: dict[str, Any], dockerfile: str) -> None:
-    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(CXR_\w+)\"", _pipeline_source()))
+    source = _pipeline_source()
+    read = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(CXR_\w+)\"", source))
+    read |= set(re.findall(r"^\w+_ENV = \"(CXR_\w+)\"", source, re.M))  # names read through a constant
     used = {key for service in compose["services"].values() for key in env_of(service) if key.startswith("CXR_")}
     used |= set(re.findall(r"\b(CXR_\w+)=", dockerfile))
     assert used <= read, f"settings the pipeline never reads: {used - read}"
@@ -220,7 +222,7 @@ def test_airflow_init_makes_an_admin_and_a_read_only_viewer_with_hashed_password
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
     }
     command = init["command"][-1].replace("$$", "$").replace("python -m", f"{sys.executable} -m")
-    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     with sqlite3.connect(tmp_path / "airflow.db") as db:
         users = dict(db.execute(
@@ -239,7 +241,7 @@ def test_airflow_init_makes_an_admin_and_a_read_only_viewer_with_hashed_password
     assert "can_read on DAG Runs" in viewer_can
     own = {"can_edit on My Password", "can_edit on My Profile"}  # a viewer may change their own password
     assert not {p for p in viewer_can - own if p.split(" on ")[0] in ("can_create", "can_edit", "can_delete")}
-    rerun = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=300, check=False)
+    rerun = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]  # init runs on every `up`: existing users are kept
 
 
