@@ -27,7 +27,8 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand the allocators' free memory back to the system (cheap: a few milliseconds)."""
+    """Collect garbage and hand the allocators' free memory back to the system (a few milliseconds on a small
+    heap; about 0.35 s while Great Expectations' objects are alive, measured in an end-to-end run)."""
     gc.collect()
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
