@@ -289,4 +289,4 @@ def nih_cxr_release() -> None:
     planned >> stop_if_dry_run() >> converted >> publish_release()
 
 
-nih_cxr_release()
+alerts.deadline_left_out_of_test_runs(nih_cxr_release())

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from pipeline import faults
 from pipeline.config import StoreConfig, split_s3_uri, split_store_uri
-from pipeline.errors import StoreUnavailableError
+from pipeline.errors import StoreNotFoundError, StoreUnavailableError
 from pipeline.store import retry
 from pipeline.store.client import make_client
 from pipeline.store.refusals import (
@@ -127,6 +127,8 @@ class Store:
                 mapped = store_error(exc, self.config.endpoint_url, self.bucket, what)
                 if mapped is None:
                     raise
+                if isinstance(mapped, StoreNotFoundError) and self._bucket_gone():
+                    mapped = missing_bucket(self.config.endpoint_url, self.bucket, what)
                 raise mapped from exc
 
         def give_up(exc: Exception, attempts: retry.Attempts) -> StoreUnavailableError:
@@ -168,6 +170,17 @@ class Store:
                 raise
             return False
         return True
+
+    def _bucket_gone(self) -> bool:
+        """Whether the bucket is missing now: a missing object may mean the whole bucket was deleted, which some
+        stores answer with ``NoSuchKey`` (one request, no retries: the caller is already failing)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            return error_code(exc) in MISSING_CODES | {"NoSuchBucket"}
+        except Exception:  # the store went away as well: keep the error at hand
+            return False
+        return False
 
     def put_bytes(
         self,

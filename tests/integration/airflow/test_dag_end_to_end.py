@@ -40,8 +40,11 @@ def dag_run(airflow_db: None, aws_env: None, synthetic_source: Path, s3_client: 
 
     s3_client.create_bucket(Bucket="e2e")
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[3] / "dags")).dags["nih_cxr_release"]
+    # The default deadline is declared, as in production: a test run must still finish (apache/airflow#73428).
+    assert dag.deadline, "the release DAG declares its deadline alert by default"
     conf = {"source": str(synthetic_source), "store": "s3://e2e/cxr", "release": "2026.11.26"}
     run = dag.test(run_conf={**conf, "annotations": ["team=relabels.csv"]})
+    assert dag.deadline, "a test run leaves the DAG's deadline as it found it"
     return {"state": str(run.state), "source": synthetic_source}
 
 

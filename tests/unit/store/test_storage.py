@@ -72,3 +72,20 @@ def test_a_missing_bucket_is_named_with_what_to_do(s3_stack: StackInfo) -> None:
     missing = Store(_config(s3_stack, "s3://no-such-bucket-cxr"))
     with pytest.raises(StoreNotFoundError, match="bucket 'no-such-bucket-cxr' does not exist"):
         missing.require_bucket()
+
+
+def test_an_object_missing_because_its_bucket_went_away_names_the_bucket(s3_stack: StackInfo, s3_client: Any) -> None:
+    """The race a deleted bucket makes: the store answers a read ``NoSuchKey`` (its objects went first), and the
+    bucket is gone a moment later. The error must say the bucket was deleted, not that one object is missing."""
+    s3_client.create_bucket(Bucket="deleted-meanwhile")
+    store = Store(_config(s3_stack, "s3://deleted-meanwhile/cxr"))
+    store.put_bytes("raw/a.json", b"{}")
+    s3_client.delete_object(Bucket="deleted-meanwhile", Key="cxr/raw/a.json")
+
+    def bucket_goes_away(**_: Any) -> None:  # after the store answered NoSuchKey, before the answer is read
+        s3_client.delete_bucket(Bucket="deleted-meanwhile")
+
+    store.client.meta.events.register("after-call.s3.GetObject", bucket_goes_away)
+    gone = r"bucket 'deleted-meanwhile' does not exist .*while reading .*a\.json"
+    with pytest.raises(StoreNotFoundError, match=gone):
+        store.get_bytes("raw/a.json")
