@@ -6,8 +6,10 @@ validated, ML-ready release on S3-compatible object storage:
 
 `discover` → `extract_shard` (one mapped task per image archive) → `curate_metadata`
 (normalise + Great Expectations) → `plan_release` (patient-level splits, version, units) →
-`stop_if_dry_run` → `convert_unit` (mapped: Parquet + WebDataset) → `publish_release`
-(manifest last, then `latest`; emits an asset event through the alias `nih_cxr_releases`).
+`stop_if_dry_run` → `convert_unit` (mapped: Parquet + WebDataset) → `stage_release` (every file written and
+verified, no manifest yet) → `review_wanted` → `review_release` (a person approves or rejects; only with the
+`review` param) → `publish_release` (manifest last, then `latest`; emits an asset event through the alias
+`nih_cxr_releases`; a rejected release is removed instead).
 
 **Schedule**: nightly at 02:00 UTC, `catchup=False`. A run's version is its logical date `YYYY.MM.DD`
 (`.2`, `.3`... for a second, different release that day). **Unchanged inputs publish nothing new**: the
@@ -19,7 +21,7 @@ override), `split_mode`, `seed`, `val_fraction` and `test_fraction`, `shards` (s
 and `checksums` (which metadata file and md5 list), `annotations` (annotation layers, each `ID=LOCATION`:
 label versions, expert labels, boxes, relabels; docs/annotations.md), `variant_size` (downsized PNG, 0 = none),
 `shard_size_mb` (WebDataset shard size), `min_shards` (shards per split, at least), `dry_run` (plan only),
-`force` (rebuild although unchanged),
+`force` (rebuild although unchanged), `review` (publish only once a person approves, docs/operations.md),
 `store_conn_id` (Airflow connection with the store's endpoint and keys; the DAG's only option that `cxr run` has not).
 
 **Credentials**: the AWS-type connection `cxr_store` (`endpoint_url` in its extra), looked up when a task
@@ -61,6 +63,7 @@ from airflow.sdk import (
 )
 
 from pipeline import options  # standard library only: the options table, safe at parse time
+from pipeline.review import decision  # standard library only: the review's options and timeout
 from pipeline.run import alerts  # standard library only: the deadline and its callback
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,14 @@ PARAMS = {
     option.name: Param(option.default, description=options.form_description(option), **options.form_schema(option))
     for option in options.OPTIONS
 }
+
+REASON_HELP = "Why you reject it (kept with the run), or a note on your approval (kept in the manifest)."
+REVIEW_DOC = """
+#### review_release
+Waits for a person (review on: the `review` param). The page shows the staged release's brief: counts per split,
+validation, quarantine, changes since the parent, the staged card. **Approve** publishes it; **Reject** (say why)
+removes the staged files and frees the version. No answer within `$CXR_REVIEW_HOURS` (default 24) hours rejects.
+"""
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data-platform",
@@ -113,7 +124,7 @@ def _run(stage: str, *args: Any) -> Any:
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipeline import config, errors
+    from pipeline import config, errors, provenance
     from pipeline.run import connections, tasks
 
     ctx = get_current_context()
@@ -122,7 +133,9 @@ def _run(stage: str, *args: Any) -> Any:
     try:
         conn_id = config.store_conn_id(params.get("store_conn_id"))
         fields = _connection_fields(conn_id)
-        cfg = tasks.config_from_params(params, ctx["run_id"], logical.isoformat() if logical else None, fields)
+        when = logical.isoformat() if logical else None
+        bundle = provenance.from_airflow_context(ctx)
+        cfg = tasks.config_from_params(params, ctx["run_id"], when, fields, bundle)
         origin = f"connection {conn_id!r}" if fields is not None else "the AWS_* environment"
         log.info("store %s, settings from %s", connections.describe(cfg.store), origin)
         return getattr(tasks, stage)(cfg, *args)
@@ -247,16 +260,56 @@ def convert_unit(unit: dict[str, Any]) -> dict[str, Any]:
     return dict(_run("convert_unit", unit))
 
 
+@task(execution_timeout=dt.timedelta(hours=2))
+def stage_release() -> dict[str, Any]:
+    """
+    #### stage_release
+    Writes the release's side files (metadata, quarantine, validation, card, Croissant), re-reads and verifies
+    every file and checks the accounting, but keeps the manifest back: the release is staged, not visible.
+    Unchanged inputs stage nothing.
+    """
+    return dict(_run("stage_release"))
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=False, execution_timeout=dt.timedelta(minutes=5))
+def review_wanted(staged: dict[str, Any]) -> bool:
+    """
+    #### review_wanted
+    Lets `review_release` ask a person only when the `review` param is on and a release was staged;
+    otherwise skips it, and `publish_release` publishes at once.
+    """
+    return bool(staged.get("staged") and staged.get("review_wanted"))
+
+
+def review_release() -> Any:
+    """The review page: the staged release's brief; Approve publishes, Reject (or no answer in time) drops it."""
+    from airflow.providers.standard.operators.hitl import HITLOperator  # the standard provider's human-in-the-loop
+
+    staged = "ti.xcom_pull(task_ids='stage_release')"
+    return HITLOperator(
+        task_id="review_release",
+        subject=f"Publish release {{{{ {staged}['version'] }}}}?",
+        body=f"{{{{ {staged}['brief'] }}}}",
+        options=list(decision.OPTIONS),
+        defaults=[decision.REJECT],  # what a timeout chooses
+        params={decision.REASON_PARAM: Param("", type="string", title="Reason", description=REASON_HELP)},
+        response_timeout=decision.review_timeout(),
+        doc_md=REVIEW_DOC,
+    )
+
+
 @task(trigger_rule=TriggerRule.NONE_FAILED, outlets=[RELEASES], execution_timeout=dt.timedelta(hours=2))
-def publish_release() -> dict[str, Any]:
+def publish_release(staged: dict[str, Any]) -> dict[str, Any]:
     """
     #### publish_release
-    Re-reads and verifies every file, writes `manifest.json` last, moves `releases/latest.json` (never
+    Writes `manifest.json` (the moment the release becomes visible), moves `releases/latest.json` (never
     back to an older version), and for a new release adds an event for the asset
     `s3://<bucket>/<prefix>/releases/<version>/manifest.json` through the alias `nih_cxr_releases`.
+    With review on, does what the reviewer chose: Reject (or no answer) removes the staged files instead.
     Unchanged inputs: nothing new is published and no asset event is emitted.
     """
-    summary = dict(_run("publish_release"))
+    review = get_current_context()["ti"].xcom_pull(task_ids="review_release") if staged.get("review_wanted") else None
+    summary = dict(_run("publish_staged", staged, review))
     if summary.get("published"):
         extra = {key: summary[key] for key in ("version", "counts", "quarantined")}
         get_current_context()["outlet_events"][RELEASES].add(Asset(summary["manifest"]), extra=extra)
@@ -286,7 +339,9 @@ def nih_cxr_release() -> None:
     extracted = extract_shard.override(doc_md=extract_shard.function.__doc__).expand(shard=shards)
     planned = plan_release(extracted, curated)
     converted = convert_unit.override(doc_md=convert_unit.function.__doc__).expand(unit=planned)
-    planned >> stop_if_dry_run() >> converted >> publish_release()
+    staged = stage_release()
+    planned >> stop_if_dry_run() >> converted >> staged
+    review_wanted(staged) >> review_release() >> publish_release(staged)
 
 
 alerts.deadline_left_out_of_test_runs(nih_cxr_release())

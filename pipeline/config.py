@@ -189,10 +189,14 @@ class RunConfig:
     shards: tuple[str, ...] | None = _DEFAULTS["shards"]
     force: bool = _DEFAULTS["force"]
     dry_run: bool = _DEFAULTS["dry_run"]  # discover, extract, curate and plan; claim and publish nothing
+    review: bool = _DEFAULTS["review"]  # stage the release; publish it only once a reviewer approves
     data_entry: str | None = _DEFAULTS["data_entry"]  # which metadata file when several (default: the v2020 one)
     checksums: str | None = _DEFAULTS["checksums"]  # md5 list (path, URI or a file name in the source)
     annotations: tuple[str, ...] | None = _DEFAULTS["annotations"]  # annotation layers, each ID=LOCATION
     run_id: str = field(default_factory=lambda: "manual-" + uuid.uuid4().hex[:12])
+    # Not run options: the DAG fills them from its task context (pipeline.provenance.from_airflow_context).
+    bundle_name: str | None = None  # the Airflow DAG bundle the DAG was loaded from; None outside Airflow
+    bundle_version: str | None = None  # that bundle's version (a git bundle's commit); None when it has none
     upload_workers: int = field(default_factory=lambda: int(os.environ.get("CXR_UPLOAD_WORKERS", "16")))
     shard_target_bytes: int = _DEFAULTS["shard_target_bytes"]
     min_shards: int = _DEFAULTS["min_shards"]  # units (tars, Parquet parts) per split at least, images permitting

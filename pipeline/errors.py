@@ -15,7 +15,8 @@ Exit codes of every ``cxr`` command (README, "Exit codes"):
 ====  =================================================================================================
 0     done (``validate``: no blocking failure; ``verify``: every file matches)
 1     the run or check failed: bad data, blocking validation, release conflict, ``verify`` mismatch, release not
-      published, source missing, store unavailable after retries (:class:`PipelineError` and most kinds)
+      published (or rejected in ``cxr run --review``), source missing, store unavailable after retries
+      (:class:`PipelineError` and most kinds)
 2     bad arguments: options, release names, store location or bucket name, endpoint URL (:class:`UsageError`)
 3     the store refused the keys or lacks the bucket or an object (:class:`StoreAccessError`,
       :class:`StoreNotFoundError`)

@@ -215,6 +215,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dry_run", bool, False, "Dry run",
            "plan only: report the version that would be published; claim and publish nothing"),
     Option("force", bool, False, "Force", "rebuild even when the inputs are unchanged"),
+    Option("review", bool, False, "Review before publish",
+           "stage the release and publish it only once a person approves it (reject or no answer: nothing is "
+           "published)"),
     Option("store_conn_id", str, None, "Store connection",
            "Airflow connection (AWS type) with the store's endpoint and keys (default: $CXR_STORE_CONN_ID, cxr_store)",
            airflow_only=True),

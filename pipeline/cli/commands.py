@@ -21,7 +21,10 @@ from typing import Any
 
 from pipeline import errors, options, progress
 from pipeline.cli import releases as cli_releases
+from pipeline.cli import runs as cli_runs
 from pipeline.cli.progress_bar import TerminalProgress
+from pipeline.review import decision
+from pipeline.review.decision import Decision
 
 #: Where the traceback of an internal error is written (default: the temporary directory).
 LOG_DIR_ENV = "CXR_LOG_DIR"
@@ -39,13 +42,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.run import tasks
 
     params = {option.name: getattr(args, option.name) for option in options.cli_options()}
+    if args.approve and not args.review:
+        raise errors.UsageError("--approve answers the review of --review: add --review (or leave --approve out)")
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
-    summary = tasks.run_all(cfg)
+    summary = tasks.run_all(cfg, decide=_approve if args.approve else _ask_reviewer)
+    rejected = int((summary.get("review") or {}).get("decision") == "rejected")  # exit 1: nothing was published
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return rejected
     print("\n".join(run_summary.run_lines(summary)))
-    return 0
+    return rejected
+
+
+def _approve(brief: str) -> Decision:
+    """``cxr run --review --approve``: print the brief, approve without asking (for scripts)."""
+    print(brief, end="\n\n", flush=True)
+    return decision.approved_by_flag()
+
+
+def _ask_reviewer(brief: str) -> Decision:
+    """``cxr run --review``: print the brief, ask whether to publish and why not; no answer (end of input) rejects."""
+    print(brief, end="\n\n", flush=True)
+    try:
+        answer = input("Publish this release? [y/N] ")
+        reason = input("Reason or note (kept with the run): ")
+    except EOFError:
+        return decision.from_answer("no", "no answer on the terminal")
+    if answer.strip().lower() not in ("y", "yes") and not reason.strip():
+        reason = "rejected on the terminal (no reason given)"
+    return decision.from_answer(answer, reason)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -141,6 +166,7 @@ def _add_run(sub: Any) -> None:
     for option in options.cli_options():
         _add_option(p, option)
     p.add_argument("--run-id", help="resume this run id (default: a new one)")
+    p.add_argument("--approve", action="store_true", help="with --review: approve without asking (for scripts)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -173,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_stack(sub)
     cli_releases.add_parsers(sub)
+    cli_runs.add_parsers(sub)
     p = sub.add_parser("deploy-env", help="write docker/.env with new secrets for the compose deployment")
     p.add_argument("dest", nargs="?", default="docker/.env", help="the file to write (never overwritten)")
     p.add_argument("--example", help="the template (default: env.example beside DEST)")

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from pipeline.review.decision import review_text  # standard library only
+
 if TYPE_CHECKING:
     from pipeline.read.download import DownloadResult
     from pipeline.store.storage import Store
@@ -86,6 +88,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def code_text(provenance: dict[str, Any]) -> str:
+    """The DAG bundle (``name@version``) or the git commit the release's code came from."""
+    bundle, version, code = provenance.get("bundle_name"), provenance.get("bundle_version"), provenance.get("code")
+    if version:
+        return f"bundle {bundle}@{version}"
+    commit = f"git commit {code['commit']}{' (uncommitted changes)' if code.get('dirty') else ''}" if code else ""
+    named = [part for part in (f"bundle {bundle} (unversioned)" if bundle else "", commit) if part]
+    return ", ".join(named) or "unknown (no bundle version, no git commit)"
+
+
+def _provenance_lines(manifest: dict[str, Any]) -> list[str]:
+    """The ``provenance`` block; none for a release published before manifests recorded it."""
+    provenance = manifest.get("provenance")
+    if not isinstance(provenance, dict):
+        return []
+    orchestrator = f" ({provenance['orchestrator']})" if provenance.get("orchestrator") else ""
+    lines = [
+        "  provenance",
+        f"    pipeline      {provenance.get('pipeline_version')}",
+        f"    code          {code_text(provenance)}",
+        f"    run           {provenance.get('run_id')}{orchestrator}",
+        f"    logical date  {provenance.get('logical_date') or '-'}",
+    ]
+    review = provenance.get("review")
+    if isinstance(review, dict):
+        lines.append(f"    review        {review_text(review)}")
+    return lines
+
+
 def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
     version = str(manifest["version"])
     config = manifest.get("config", {})
@@ -119,6 +150,7 @@ def _show_lines(manifest: dict[str, Any], latest: str | None) -> list[str]:
             f"  layer       {layer['id']}: {layer['kind']} ({layer.get('variant')}), "
             f"{layer.get('images_covered', 0):,} images covered, from {names}"
         )
+    lines.extend(_provenance_lines(manifest))
     lines.append("  card        README.md, croissant.json (beside manifest.json)")
     return lines
 

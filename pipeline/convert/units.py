@@ -38,6 +38,7 @@ from pipeline.convert.tarstream import TarStream
 from pipeline.errors import PipelineError
 from pipeline.layers.schema import Layer
 from pipeline.plan.planning import Plan, Unit
+from pipeline.plan.split import SPLITS
 from pipeline.progress import Progress
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
@@ -249,3 +250,12 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
     }
     put_json(store, done_key, result)
     return _summary(result)
+
+
+def image_bytes(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Bytes of the published full (``image``) and small (``image_small``) PNGs per split, from the unit results."""
+    total = {split: {"full": 0, "small": 0} for split in SPLITS}
+    for result in results:
+        for copy, size in result.get("image_bytes", {}).items():
+            total[str(result["split"])][copy] += int(size)
+    return total

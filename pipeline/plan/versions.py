@@ -124,3 +124,10 @@ def choose_version(store: Store, cfg: RunConfig, fingerprint: str, *, claim: boo
 def claim_version(store: Store, cfg: RunConfig, fingerprint: str) -> tuple[str, bool]:
     """Choose and claim the version this run publishes (:func:`choose_version` with ``claim``)."""
     return choose_version(store, cfg, fingerprint, claim=True)
+
+
+def release_claim(store: Store, version: str, fingerprint: str) -> None:
+    """Remove the claim on ``version`` once its run is done with it (a claim of other content is never touched)."""
+    key = layout.claim_key(version)
+    if store.exists(key) and get_json(store, key).get("fingerprint") == fingerprint:
+        store.delete(key)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pipeline
 from pipeline import faults, nih
 from pipeline.config import RunConfig
+from pipeline.convert import units as convert_units
 from pipeline.convert.pool import CONVERT_QUARANTINE_REASONS, UNDECODABLE
 from pipeline.convert.schema import metadata_schema, to_record
 from pipeline.errors import PipelineError, VerifyError
@@ -37,12 +38,15 @@ from pipeline.plan.crosscheck import QUARANTINE_COLUMNS, QUARANTINE_REASONS, acc
 from pipeline.plan.planning import Plan, Unit, patient_order
 from pipeline.plan.split import SPLITS
 from pipeline.plan.stats import split_statistics
+from pipeline.plan.versions import release_claim
 from pipeline.publish import accounting, card, croissant, diff
 from pipeline.publish.card import CardFacts
-from pipeline.publish.latest import move_latest, read_latest
+from pipeline.publish.latest import move_latest, point_latest_if_behind
 from pipeline.publish.listing import parent_of
 from pipeline.publish.manifest import build_manifest, manifest_key, read_manifest, wids_index, write_manifest
 from pipeline.publish.verify import verify_uploads
+from pipeline.review.decision import Decision
+from pipeline.review.staging import Staged
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix, run_prefix
 from pipeline.store.storage import Store
@@ -177,30 +181,6 @@ def _published_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(patient_order=published)
 
 
-def image_bytes(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Bytes of the published full (``image``) and small (``image_small``) PNGs per split, from the unit results."""
-    total = {split: {"full": 0, "small": 0} for split in SPLITS}
-    for result in results:
-        for copy, size in result.get("image_bytes", {}).items():
-            total[str(result["split"])][copy] += int(size)
-    return total
-
-
-def _point_latest_if_behind(store: Store, plan: Plan) -> None:
-    """Finish a run that crashed after its manifest was written but before ``latest`` moved."""
-    latest = read_latest(store)
-    if latest is None or latest.get("version") != plan.version:
-        body = store.get_bytes(manifest_key(plan.version))
-        move_latest(store, plan.version, hashlib.sha256(body).hexdigest(), plan.fingerprint)
-
-
-def _drop_claim(store: Store, plan: Plan) -> None:
-    """Remove this run's claim on its version (a claim of other content is never touched)."""
-    key = layout.claim_key(plan.version)
-    if store.exists(key) and get_json(store, key).get("fingerprint") == plan.fingerprint:
-        store.delete(key)
-
-
 def _optional_json(store: Store, rel: str) -> dict[str, Any]:
     found: dict[str, Any] = get_json(store, rel) if store.exists(rel) else {}
     return found
@@ -331,15 +311,21 @@ def _manifest_extra(facts: CardFacts) -> dict[str, Any]:
         "layer_diff_from_parent": {k: c.counts() for k, c in facts.diff.layers.items()} if facts.diff else None,
         "card": "README.md",
         "croissant": "croissant.json",
-        "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
 def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
-    """Write the release's side files, verify everything, write the manifest, move ``latest``.
+    """Stage the release and publish it at once (a run without review); return :func:`publish`'s summary."""
+    staged = stage(store, cfg, plan)
+    return staged.summary if staged.done else publish(store, staged)
 
-    The version was claimed at planning, so no other content can be written under it; nothing lists
-    the version as a release until its manifest exists. Returns a small summary (version, counts, manifest URI).
+
+def stage(store: Store, cfg: RunConfig, plan: Plan) -> Staged:
+    """Write the release's side files and verify everything; return the release as staged (the manifest to be).
+
+    The version was claimed at planning, so no other content can be written under it; nothing lists the version
+    as a release until its manifest exists, which only :func:`publish` writes. Unchanged inputs stage nothing:
+    the run's workspace goes and the result is ``done``, with the published release's figures.
     """
     summary = {"version": plan.version, "published": False, "counts": plan.counts, "quarantined": plan.quarantined}
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
@@ -349,10 +335,10 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
         if existing:  # its figures, which leave out the images conversion quarantined (the plan's do not)
             summary |= {k: existing[k] for k in ("counts", "quarantined") if k in existing}
             summary |= accounting_summary(existing.get("quarantine_reasons", plan.quarantine_reasons), plan.subset)
-        _point_latest_if_behind(store, plan)
-        _drop_claim(store, plan)
+        point_latest_if_behind(store, plan.version, plan.fingerprint)
+        release_claim(store, plan.version, plan.fingerprint)
         store.delete_prefix(run_prefix(plan.run_id) + "/")
-        return summary
+        return Staged(plan.version, plan.run_id, plan.fingerprint, summary, done=True)
     faults.point("release.finish")
     release = release_prefix(plan.version)
     results = _unit_results(store, plan)
@@ -362,7 +348,7 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
     files, table, layer_tables = _data_side_files(store, plan, results, quarantine)
     meta = table.to_pandas()
     facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
-    facts = dataclasses.replace(facts, image_bytes=image_bytes(results), small_side=cfg.variant_size)
+    facts = dataclasses.replace(facts, image_bytes=convert_units.image_bytes(results), small_side=cfg.variant_size)
     layers = [
         layer_release.manifest_entry(layer, published, comparison.to_json())
         for (layer, published), comparison in zip(layer_tables, facts.layers, strict=True)
@@ -381,16 +367,30 @@ def finish(store: Store, cfg: RunConfig, plan: Plan) -> dict[str, Any]:
         f["path"] = f["path"].removeprefix(release + "/")
     extra = {**_manifest_extra(facts), "annotations": layers, "accounting": figures.to_dict()}
     manifest = build_manifest(cfg, plan, files, extra)
-    manifest_sha, created = write_manifest(store, plan.version, manifest)
+    summary["card"] = store.uri(f"{release}/README.md")
+    return Staged(plan.version, plan.run_id, plan.fingerprint, summary, manifest)
+
+
+def publish(store: Store, staged: Staged, review: Decision | None = None) -> dict[str, Any]:
+    """Publish a staged release: write its manifest (with the review's decision, if any), then move ``latest``.
+
+    The manifest is a conditional create, the moment the release becomes visible; the run's claim and workspace
+    go afterwards. Returns the run's summary (version, ``published``, counts, manifest URI).
+    """
+    manifest = {**staged.manifest, "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    if review is not None:
+        manifest["provenance"] = {**manifest.get("provenance", {}), "review": review.to_dict()}
+    manifest_sha, created = write_manifest(store, staged.version, manifest)
     faults.point("release.manifest_written")
-    move_latest(store, plan.version, manifest_sha, plan.fingerprint)
-    _drop_claim(store, plan)
-    store.delete_prefix(run_prefix(plan.run_id) + "/")
+    move_latest(store, staged.version, manifest_sha, staged.fingerprint)
+    release_claim(store, staged.version, staged.fingerprint)
+    store.delete_prefix(run_prefix(staged.run_id) + "/")
     if created:
-        log.info("published release %s: %s", plan.version, plan.counts)
+        log.info("published release %s: %s", staged.version, staged.summary.get("counts"))
     else:
-        log.info("release %s was published meanwhile by another run with the same inputs", plan.version)
-    return {**summary, "published": created, "manifest": store.uri(manifest_key(plan.version))}
+        log.info("release %s was published meanwhile by another run with the same inputs", staged.version)
+    summary = {**staged.summary, "published": created, "manifest": store.uri(manifest_key(staged.version))}
+    return summary | ({"review": review.to_dict()} if review is not None else {})
 
 
 def plan_units(plan: Plan) -> list[Unit]:

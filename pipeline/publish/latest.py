@@ -21,6 +21,7 @@ Listings and parents use a simpler order, the *name order* (:func:`version_key`)
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -149,3 +150,11 @@ def move_latest(store: Store, version: str, manifest_sha256: str, fingerprint: s
         f"{store.uri(LATEST)} changed under each of {LATEST_ATTEMPTS} attempts to point it at {version}; the release "
         f"is published: rerun the run (or its publish task) to move the pointer"
     )
+
+
+def point_latest_if_behind(store: Store, version: str, fingerprint: str) -> None:
+    """Finish a run that crashed after its manifest was written but before ``latest`` moved."""
+    latest = read_latest(store)
+    if latest is None or latest.get("version") != version:
+        body = store.get_bytes(layout.manifest_key(version))
+        move_latest(store, version, hashlib.sha256(body).hexdigest(), fingerprint)

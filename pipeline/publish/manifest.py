@@ -20,7 +20,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import pipeline
-from pipeline import nih
+from pipeline import nih, provenance
 from pipeline.errors import ReleaseConflictError, VerifyError
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
@@ -106,6 +106,8 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
     ``label_columns`` names the columns of ``label_vector_order``'s labels, in that order; ``extra`` adds what
     :func:`pipeline.publish.finish.finish` gathered (statistics, accounting, ``image_bytes`` per split...).
     The files' entries lose the upload checksum publishing checked them by (the manifest lists SHA-256s).
+    ``provenance`` (:func:`pipeline.provenance.of_run`) names what made the release: pipeline version, DAG bundle or
+    git commit, run id and logical date; an approved review adds ``provenance.review``.
     """
     from pipeline.convert.schema import release_schema
     from pipeline.plan.crosscheck import accounting_summary
@@ -115,6 +117,7 @@ def build_manifest(cfg: RunConfig, plan: Plan, files: list[dict[str, Any]], extr
         "input_fingerprint": plan.fingerprint,
         "pipeline_version": pipeline.__version__,
         "created_by_run": plan.run_id,
+        "provenance": provenance.of_run(cfg),
         "split_mode": plan.split_mode,
         "counts": plan.counts,
         "images": sum(plan.counts.values()),

@@ -1,9 +1,9 @@
 """What a run says when it ends: one sentence for the DAG's callbacks, a few lines for ``cxr run``.
 
-Standard library only (and :mod:`pipeline.plan.kinds`, which is too): the DAG's callbacks and the consumer DAG
-run in the dag-processor and import this module alone, never :mod:`pipeline.run.tasks` (which pulls in pandas,
-pyarrow and boto3). The summaries read the small dicts the tasks return (``publish_release``'s summary, a dry
-run's plan, the failed task's error), never the store.
+Standard library only (and :mod:`pipeline.plan.kinds` and :mod:`pipeline.review.decision`, which are too): the
+DAG's callbacks and the consumer DAG run in the dag-processor and import this module alone, never
+:mod:`pipeline.run.tasks` (which pulls in pandas, pyarrow and boto3). The summaries read the small dicts the tasks
+return (``publish_release``'s summary, a dry run's plan, the failed task's error), never the store.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.plan.kinds import accounting_lines, accounting_text
+from pipeline.review.decision import review_text
 
 
 def counts_text(counts: Mapping[str, int]) -> str:
@@ -30,7 +31,10 @@ def outcome_text(outcome: Mapping[str, Any]) -> str:
         verb = "would keep the unchanged" if outcome.get("unchanged") else "would publish"
         return f"dry run: {verb} release {version} {counts}; nothing was claimed or published."
     if outcome.get("published"):
-        return f"published release {version} {counts} at {outcome.get('manifest', '?')}."
+        reviewed = f" ({review_text(outcome['review'])})" if outcome.get("review") else ""
+        return f"published release {version} {counts} at {outcome.get('manifest', '?')}{reviewed}."
+    if outcome.get("review"):
+        return f"release {version} {counts} was {review_text(outcome['review'])}; nothing was published."
     return f"inputs unchanged: release {version} already holds them {counts}; nothing new was published."
 
 
@@ -67,8 +71,12 @@ def run_lines(summary: Mapping[str, Any]) -> list[str]:
     """What ``cxr run`` prints when it ends: the release and its state, images per split, what was lost or absent."""
     if summary.get("dry_run"):
         state = "unchanged (a dry run: nothing claimed)" if summary.get("unchanged") else "would be published (dry run)"
+    elif summary.get("review") and not summary.get("published"):
+        state = f"not published: {review_text(summary['review'])}"
     else:
         state = "published" if summary.get("published") else "unchanged (nothing new published)"
     lines = [f"release {summary.get('version', '?')}: {state}"]
+    if summary.get("review") and summary.get("published"):
+        lines.append(f"  review: {review_text(summary['review'])}")
     lines += [f"  {split:<5} {count:>7} images" for split, count in summary.get("counts", {}).items()]
     return lines + [f"  {line}" for line in accounting_lines(summary)]

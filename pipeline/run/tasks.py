@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline import options
@@ -24,6 +24,9 @@ from pipeline.layers import schema as layer_schema
 from pipeline.plan import planning as plan
 from pipeline.plan import preview
 from pipeline.publish import finish
+from pipeline.review import brief, decision, staging
+from pipeline.review.decision import Decision
+from pipeline.review.staging import Staged
 from pipeline.run import connections
 from pipeline.run.memory import release_memory
 from pipeline.store import layout
@@ -46,11 +49,13 @@ def config_from_params(
     run_id: str,
     logical_date: str | None = None,
     connection: Mapping[str, Any] | None = None,
+    bundle: Mapping[str, str | None] | None = None,
 ) -> RunConfig:
     """Build a run's configuration from DAG params or CLI options (missing keys take defaults).
 
     ``connection`` holds the fields (``login``, ``password``, ``extra``) of the store's Airflow
-    connection when the DAG found one; without it the ``AWS_*`` environment applies.
+    connection when the DAG found one; without it the ``AWS_*`` environment applies. ``bundle`` names the DAG
+    bundle the task runs from (``bundle_name``, ``bundle_version``: :func:`pipeline.provenance.from_airflow_context`).
     """
     merged = {**PARAM_DEFAULTS, **{k: v for k, v in params.items() if v not in (None, "")}}
     unknown = sorted(set(merged) - set(PARAM_DEFAULTS))
@@ -69,6 +74,8 @@ def config_from_params(
         store=connections.store_config(merged["store"], connection),
         logical_date=logical_date,
         run_id=run_id,
+        bundle_name=(bundle or {}).get("bundle_name"),
+        bundle_version=(bundle or {}).get("bundle_version"),
     )
 
 
@@ -122,9 +129,70 @@ def convert_unit(cfg: RunConfig, unit: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish_release(cfg: RunConfig) -> dict[str, Any]:
-    """Verify and publish the release, then move ``latest``."""
+    """Verify and publish the release, then move ``latest`` (no review: ``cxr run`` without ``--review``)."""
     store = _store(cfg)
     return finish.finish(store, cfg, _plan(store, cfg))
+
+
+def stage_release(cfg: RunConfig) -> dict[str, Any]:
+    """Write and verify every file of the release, keep its manifest back (``runs/<run>/staged.json``).
+
+    Returns the run's summary with ``staged`` (False: the inputs are published already, nothing to review or
+    publish), ``review_wanted`` (whether a reviewer decides) and ``brief`` (the reviewer's page, with review on).
+    """
+    store = _store(cfg)
+    staged = finish.stage(store, cfg, _plan(store, cfg))
+    if staged.done:
+        return {**staged.summary, "staged": False, "review_wanted": False}
+    staging.save(store, staged)
+    text = brief.brief(staged, timeout_text=decision.duration_words(decision.review_timeout())) if cfg.review else ""
+    return {**staged.summary, "staged": True, "review_wanted": cfg.review, "brief": text}
+
+
+def publish_staged(
+    cfg: RunConfig, staged_summary: Mapping[str, Any], review: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Publish what :func:`stage_release` staged; with review on, as the review task's answer (``review``) decides.
+
+    Approved: the manifest (with the decision) is written and ``latest`` moves. Rejected, or no answer in time:
+    the staged files and the claim go, the decision is kept in ``raw/runs/<run>/review.json``. A rerun after the
+    release was published reports it again.
+    """
+    if not staged_summary.get("staged"):
+        return {key: value for key, value in staged_summary.items() if key not in ("staged", "review_wanted", "brief")}
+    store = _store(cfg)
+    staged = staging.load(store, cfg.run_id)
+    if staged is None:
+        return _already_concluded(store, cfg, str(staged_summary["version"]))
+    if not cfg.review:
+        return finish.publish(store, staged)
+    return conclude(store, staged, decision.from_hitl(review or {}))
+
+
+def conclude(store: Store, staged: Staged, verdict: Decision) -> dict[str, Any]:
+    """Carry out a review's decision on a staged release: publish it, or drop it; return the run's summary."""
+    if verdict.approved:
+        staging.record_decision(store, staged, verdict)
+        return finish.publish(store, staged, verdict)
+    return staging.reject(store, staged, verdict)
+
+
+def _already_concluded(store: Store, cfg: RunConfig, version: str) -> dict[str, Any]:
+    """What a rerun of the publishing task says once its run's review has been carried out."""
+    from pipeline.errors import PipelineError
+    from pipeline.publish.manifest import manifest_key, read_manifest
+
+    manifest = read_manifest(store, version)
+    if manifest is not None and manifest.get("created_by_run") == cfg.run_id:
+        log.info("release %s was published by this run already", version)
+        keys = ("version", "counts", "quarantined")
+        return {**{k: manifest[k] for k in keys}, "published": True, "manifest": store.uri(manifest_key(version))}
+    record = layout.review_key(cfg.run_id)
+    if store.exists(record):
+        return {"version": version, "published": False, "review": get_json(store, record)}
+    raise PipelineError(
+        f"run {cfg.run_id} has no staged release {version} to publish: its workspace is gone; rerun the whole run"
+    )
 
 
 def plan_or_preview(cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +230,10 @@ def _extract_all(cfg: RunConfig) -> list[dict[str, Any]]:
     return results
 
 
-def run_all(cfg: RunConfig) -> dict[str, Any]:
+def run_all(cfg: RunConfig, decide: Callable[[str], Decision] | None = None) -> dict[str, Any]:
     """Run every stage in this process (``cxr run``); a dry run stops after the plan.
+
+    With review on, ``decide`` gets the reviewer's brief and returns a :class:`pipeline.review.decision.Decision`.
 
     Returns ``publish_release``'s summary: ``version``, ``published``, ``counts``, ``quarantined`` (rows of
     ``quarantine.parquet``), ``quarantined_by_kind`` (images, box rows, split-list rows) and ``not_in_source``
@@ -180,4 +250,18 @@ def run_all(cfg: RunConfig) -> dict[str, Any]:
     for unit in planned["units"]:
         convert_unit(cfg, unit)
         release_memory()
-    return publish_release(cfg)
+    if not cfg.review:
+        return publish_release(cfg)
+    if decide is None:
+        raise UsageError("a run with review needs a reviewer: `cxr run --review` asks on the terminal")
+    return _review_here(cfg, decide)
+
+
+def _review_here(cfg: RunConfig, decide: Callable[[str], Decision]) -> dict[str, Any]:
+    """Stage the release, let ``decide`` (the terminal, or ``--approve``) judge it, and carry out the decision."""
+    store = _store(cfg)
+    staged = finish.stage(store, cfg, _plan(store, cfg))
+    if staged.done:
+        return staged.summary
+    staging.save(store, staged)
+    return conclude(store, staged, decide(brief.brief(staged)))

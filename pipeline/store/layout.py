@@ -13,12 +13,14 @@
         row_quarantine.parquet, metadata_notes.json          rows left out while curating, notes on the variant
         validation/<name>                                    validation results, Data Docs, statistics
         units/<unit>.json                                    one finished conversion unit
+        staged.json                                          the release staged for review (its manifest to be)
     raw/shards/<stem>/                                       the raw zone of one archive name (shared by every run)
         images/<sha256>/<name>                               one landed image, named by its bytes' SHA-256
         archives/<sha256>/manifest.parquet                   one row per member of that very archive
         archives/<sha256>/_SUCCESS.json                      written last: that archive is extracted
         seen/<identity>.json                                 location + fingerprint -> archive SHA-256
     raw/runs/<run>/source_manifest.json                      every source file a run read (outlives the run)
+    raw/runs/<run>/review.json                               the review's decision on the run's release (outlives it)
 
 ``<run>`` is the run id made key-safe (:func:`run_segment`). No key ever holds an empty segment (``//``):
 S3-compatible stores such as SeaweedFS fold it, so the key written and the key listed would differ.
@@ -167,6 +169,16 @@ def archive_marker_key(archive: str) -> str:
 def seen_key(stem: str, identity: str) -> str:
     """``raw/shards/<stem>/seen/<identity>.json``: the archive SHA-256 last found at one location + fingerprint."""
     return f"{shard_prefix(stem)}/seen/{_segment(identity, 'source identity')}.json"
+
+
+def staged_key(run_id: str) -> str:
+    """``runs/<run>/staged.json``: the release a run staged, waiting for its review (the manifest to be)."""
+    return run_key(run_id, "staged.json")
+
+
+def review_key(run_id: str) -> str:
+    """``raw/runs/<run>/review.json``: who approved or rejected the run's release, when and why (outlives the run)."""
+    return f"{RAW}/{run_prefix(run_id)}/review.json"
 
 
 def source_manifest_key(run_id: str) -> str:

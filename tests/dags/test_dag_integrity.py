@@ -75,18 +75,26 @@ def test_dags_are_tagged_documented_and_retried(dagbag: Any) -> None:
 
 def test_release_dag_is_wired_extract_validate_split_convert_publish(dagbag: Any) -> None:
     dag = dagbag.dags["nih_cxr_release"]
-    order = ["discover", "extract_shard", "curate_metadata", "plan_release", "convert_unit", "publish_release"]
+    order = ["discover", "extract_shard", "curate_metadata", "plan_release", "convert_unit", "stage_release",
+             "review_wanted", "review_release", "publish_release"]  # fmt: skip
     assert set(order) <= set(dag.task_ids)
     for upstream, downstream in [
         ("discover", "extract_shard"),
         ("extract_shard", "plan_release"),
         ("curate_metadata", "plan_release"),
         ("plan_release", "convert_unit"),
-        ("convert_unit", "publish_release"),
+        ("convert_unit", "stage_release"),
+        ("stage_release", "review_wanted"),
+        ("review_wanted", "review_release"),
+        ("review_release", "publish_release"),
+        ("stage_release", "publish_release"),
     ]:
         assert downstream in dag.get_task(upstream).downstream_task_ids, f"{upstream} -> {downstream} missing"
     assert dag.catchup is False
-    assert {"source", "store", "release", "split_mode", "seed"} <= set(dag.params.keys())
+    assert {"source", "store", "release", "split_mode", "seed", "review"} <= set(dag.params.keys())
+    review = dag.get_task("review_release")
+    assert review.options == ["Approve", "Reject"]
+    assert review.defaults == ["Reject"], "no answer in time rejects"
 
 
 def test_dag_files_import_only_stdlib_pendulum_the_task_sdk_and_stdlib_only_project_modules_at_top_level() -> None:
@@ -163,6 +171,7 @@ def test_params_form_offers_every_run_option_with_the_pipeline_defaults(dagbag: 
         "min_shards",
         "dry_run",
         "force",
+        "review",
     }
     assert wanted | {"store_conn_id"} == set(params.keys())
     for key in params:

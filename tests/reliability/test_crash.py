@@ -28,7 +28,7 @@ from tests.reliability.figures import record
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Manifest fields that name the run or the moment of publication; everything else must match a clean run.
-RUN_FIELDS = ("created_by_run", "published_at")
+RUN_FIELDS = ("created_by_run", "published_at", "provenance")
 #: The one file that names the store's location (its URL); compared with the location replaced.
 LOCATED = "croissant.json"
 #: (fault point, its n-th pass): mid-extract, mid-upload, mid-convert, after convert before publish,

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 
 #: Stage order: a subpackage may import the foundation (top-level modules) and subpackages before it, never after.
-ORDER = ("store", "ingest", "curate", "layers", "plan", "convert", "publish", "read", "run", "cli")
+ORDER = ("store", "ingest", "curate", "layers", "plan", "convert", "review", "publish", "read", "run", "cli")
 #: Local tooling sits beside the product: it may use any of it, and only the CLI may reach it (lazily).
 DEV = "dev"
 #: The one module the package itself may reach (lazily): the readers' entry point.

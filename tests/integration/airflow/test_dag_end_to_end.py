@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
+from pipeline import provenance
 from pipeline.dev.stack import StackInfo
 from pipeline.dev.synth import SynthConfig, synthesize
 
@@ -45,7 +47,8 @@ def dag_run(airflow_db: None, aws_env: None, synthetic_source: Path, s3_client: 
     conf = {"source": str(synthetic_source), "store": "s3://e2e/cxr", "release": "2026.11.26"}
     run = dag.test(run_conf={**conf, "annotations": ["team=relabels.csv"]})
     assert dag.deadline, "a test run leaves the DAG's deadline as it found it"
-    return {"state": str(run.state), "source": synthetic_source}
+    logical = run.logical_date or run.run_after  # the DAG records the run's run_after when it has no logical date
+    return {"state": str(run.state), "source": synthetic_source, "run_id": run.run_id, "logical_date": logical}
 
 
 def test_dag_run_succeeds(dag_run: dict[str, Any]) -> None:
@@ -88,3 +91,16 @@ def test_the_annotations_param_publishes_its_layer(dag_run: dict[str, Any], s3_c
     assert (layer["id"], layer["kind"], layer["images_covered"]) == ("team", "label_version", IMAGES)
     rows = ds.dataset("e2e/cxr/releases/2026.11.26/metadata.parquet", filesystem=s3_fs).to_table().to_pylist()
     assert all(sorted(r["team"]["labels"]) == sorted(r["labels"]) for r in rows)
+
+
+def test_manifest_records_provenance(dag_run: dict[str, Any], s3_client: Any) -> None:
+    manifest = json.loads(
+        s3_client.get_object(Bucket="e2e", Key="cxr/releases/2026.11.26/manifest.json")["Body"].read()
+    )
+    made_by = manifest["provenance"]
+    assert (made_by["orchestrator"], made_by["run_id"]) == ("airflow", dag_run["run_id"])
+    assert dt.datetime.fromisoformat(made_by["logical_date"]) == dag_run["logical_date"]
+    assert made_by["pipeline_version"] == manifest["pipeline_version"]
+    if made_by["bundle_version"] is None:  # dag.test() runs tasks without a bundle: the code is named by its commit
+        here = provenance.code_commit()
+        assert (made_by["code"] or {}).get("commit") == (here or {}).get("commit")

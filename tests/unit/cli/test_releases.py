@@ -66,6 +66,64 @@ def test_show_lists_each_annotation_layer_with_its_coverage_and_files() -> None:
     ) in lines
 
 
+PROVENANCE: dict[str, Any] = {
+    "pipeline_version": "0.1.0",
+    "orchestrator": "airflow",
+    "run_id": "scheduled__2026-11-26",
+    "logical_date": "2026-11-26T02:00:00+00:00",
+    "bundle_name": "cxr-dags",
+    "bundle_version": "9f8e7d6c",
+    "code": None,
+}
+
+
+def _provenance_block(provenance: dict[str, Any]) -> list[str]:
+    lines = releases._show_lines({**MANIFEST, "provenance": provenance}, latest=None)
+    start = lines.index("  provenance")
+    return lines[start : lines.index("  card        README.md, croissant.json (beside manifest.json)")]
+
+
+def test_show_says_which_bundle_version_and_run_made_the_release_and_who_approved_it() -> None:
+    review = {"decision": "approved", "by": "alice", "at": "2026-12-02T10:00Z", "comment": "looks right",
+              "via": "airflow"}  # fmt: skip
+    assert _provenance_block({**PROVENANCE, "review": review}) == [
+        "  provenance",
+        "    pipeline      0.1.0",
+        "    code          bundle cxr-dags@9f8e7d6c",
+        "    run           scheduled__2026-11-26 (airflow)",
+        "    logical date  2026-11-26T02:00:00+00:00",
+        "    review        approved by alice at 2026-12-02T10:00Z via airflow: looks right",
+    ]
+
+
+def test_show_names_the_git_commit_of_a_cli_run_and_says_when_it_had_uncommitted_changes() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    cli = {**PROVENANCE, "orchestrator": "cli", "run_id": "cli-20261202T100000-abcdef", "logical_date": None,
+           "bundle_name": None, "bundle_version": None, "code": {"commit": sha, "dirty": True}}  # fmt: skip
+    block = _provenance_block(cli)
+    assert f"    code          git commit {sha} (uncommitted changes)" in block
+    assert "    run           cli-20261202T100000-abcdef (cli)" in block
+    assert "    logical date  -" in block
+    assert not any(line.startswith("    review") for line in block), "no review line for a run without review"
+    clean = _provenance_block({**cli, "code": {"commit": sha, "dirty": False}})
+    assert f"    code          git commit {sha}" in clean
+
+
+def test_show_names_an_unversioned_bundle_with_the_commit_it_fell_back_to() -> None:
+    local = {**PROVENANCE, "bundle_name": "dags-folder", "bundle_version": None, "code": None}
+    assert "    code          bundle dags-folder (unversioned)" in _provenance_block(local)
+    review = {"decision": "approved", "by": None, "at": "2026-12-02T10:00:00Z", "comment": "", "via": "--approve"}
+    assert _provenance_block({**local, "review": review})[-1] == (
+        "    review        approved at 2026-12-02T10:00:00Z via --approve"
+    )
+
+
+def test_show_prints_no_provenance_for_a_release_published_before_it_was_recorded() -> None:
+    lines = releases._show_lines(MANIFEST, latest=None)
+    assert not any("provenance" in line for line in lines)
+    assert lines[-1] == "  card        README.md, croissant.json (beside manifest.json)"
+
+
 def test_a_release_argument_is_checked_before_the_store_is_asked() -> None:
     releases._check_versions("latest", "v1")
     with pytest.raises(InvalidNameError, match=r"'\.\./v1' must match"):
