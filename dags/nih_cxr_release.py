@@ -60,6 +60,7 @@ from airflow.sdk import (
     dag,
     get_current_context,
     task,
+    teardown,
 )
 
 from pipeline import options  # standard library only: the options table, safe at parse time
@@ -77,6 +78,8 @@ PARAMS = {
     for option in options.OPTIONS
 }
 
+#: Hours a leftover workspace must be idle before the DAG's clean-up removes it; None: no clean-up task.
+CLEAN_IDLE_HOURS = options.clean_idle_hours()
 REASON_HELP = "Why you reject it (kept with the run), or a note on your approval (kept in the manifest)."
 REVIEW_DOC = """
 #### review_release
@@ -316,6 +319,18 @@ def publish_release(staged: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+@teardown
+@task(execution_timeout=dt.timedelta(minutes=30))
+def clean_workspaces() -> dict[str, Any]:
+    """
+    #### clean_workspaces
+    Only when `$CXR_CLEAN_IDLE_HOURS` is set: removes the store's leftover run workspaces (failed, rejected or
+    abandoned runs) idle that long, and the unpublished release folders they claimed; never this run's, never a
+    published release. A teardown: it runs however the run ends, and its outcome does not change the run's.
+    """
+    return dict(_run("clean_workspaces", CLEAN_IDLE_HOURS))
+
+
 @dag(
     dag_id=Path(__file__).stem,
     doc_md=__doc__,
@@ -341,7 +356,10 @@ def nih_cxr_release() -> None:
     converted = convert_unit.override(doc_md=convert_unit.function.__doc__).expand(unit=planned)
     staged = stage_release()
     planned >> stop_if_dry_run() >> converted >> staged
-    review_wanted(staged) >> review_release() >> publish_release(staged)
+    published = publish_release(staged)
+    review_wanted(staged) >> review_release() >> published
+    if CLEAN_IDLE_HOURS:
+        published >> clean_workspaces()
 
 
 alerts.deadline_left_out_of_test_runs(nih_cxr_release())

@@ -14,7 +14,9 @@ form, both made from the same parts), and so do the split modes (:data:`SPLIT_MO
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -288,3 +290,27 @@ def form_description(option: Option) -> str:
     if option.range_text() and not option.choices:
         text += f" ({option.range_text()})"
     return text + (f" (empty: ${option.env})" if option.env else "")
+
+
+#: Hours a run's leftover workspace must be idle before the release DAG's clean-up removes it (unset or 0: the
+#: DAG has no clean-up task). Read when the DAG file is parsed, like the deadline.
+CLEAN_IDLE_HOURS_ENV = "CXR_CLEAN_IDLE_HOURS"
+
+
+def clean_idle_hours(environ: Mapping[str, str] = os.environ) -> float | None:
+    """``$CXR_CLEAN_IDLE_HOURS`` as hours above 0, or None when unset or 0 (no clean-up task).
+
+    Raises:
+        UsageError: the value is not a number of hours, 0 or more.
+    """
+    text = environ.get(CLEAN_IDLE_HOURS_ENV, "").strip()
+    try:
+        hours = float(text) if text else 0.0
+    except ValueError:
+        hours = -1.0
+    if not 0 <= hours < float("inf"):
+        raise UsageError(
+            f"{CLEAN_IDLE_HOURS_ENV}={text!r} must be a number of hours (e.g. 48; 0 or unset: no clean-up task): "
+            "fix it in the dag-processor's environment"
+        )
+    return hours or None

@@ -195,6 +195,15 @@ def _already_concluded(store: Store, cfg: RunConfig, version: str) -> dict[str, 
     )
 
 
+def clean_workspaces(cfg: RunConfig, idle_hours: float) -> dict[str, Any]:
+    """Remove the store's leftover workspaces idle for ``idle_hours`` (never this run's); return the report."""
+    from pipeline.run import cleanup
+
+    store = _store(cfg)
+    stale = cleanup.find_stale(store, idle=dt.timedelta(hours=idle_hours), keep_runs=[cfg.run_id])
+    return cleanup.remove(store, stale).to_dict()
+
+
 def plan_or_preview(cfg: RunConfig, shard_results: list[dict[str, Any]], curated: dict[str, Any]) -> dict[str, Any]:
     """Plan the release (what the DAG's ``plan_release`` task returns); in a dry run, preview it instead.
 

@@ -172,3 +172,12 @@ def test_a_run_config_made_from_the_table_alone_holds_the_table_defaults() -> No
     for option in options.config_options():
         if option.name not in ("source", "store"):
             assert getattr(cfg, option.config_field) == options.default_of(option.name), option.name
+
+
+def test_the_clean_up_setting_is_hours_or_nothing() -> None:
+    assert options.clean_idle_hours({}) is None
+    assert options.clean_idle_hours({"CXR_CLEAN_IDLE_HOURS": "0"}) is None, "0 declares no clean-up task"
+    assert options.clean_idle_hours({"CXR_CLEAN_IDLE_HOURS": " 48 "}) == 48.0
+    for value in ("-1", "two days", "inf", "nan"):
+        with pytest.raises(UsageError, match=r"CXR_CLEAN_IDLE_HOURS=.* must be a number of hours"):
+            options.clean_idle_hours({"CXR_CLEAN_IDLE_HOURS": value})
