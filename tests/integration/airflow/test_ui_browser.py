@@ -21,6 +21,7 @@ from pipeline.dev.airflow.installation import LocalAirflow
 from pipeline.dev.airflow.settings import admin_password
 from pipeline.dev.ports import free_api_port
 from pipeline.dev.stack import StackInfo
+from pipeline.dev.waiting import wait_until
 from tests.integration.airflow_helpers import new_bucket, synthetic_mirror
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -149,3 +150,30 @@ def test_trigger_from_the_form_and_see_the_run_succeed(
     assert state == "Success", f"the run shows {state or 'no state'} in the UI; see {ARTIFACTS}"
     latest = json.loads(s3_client.get_object(Bucket=bucket, Key="ui/releases/latest.json")["Body"].read())
     assert latest["version"] == run_id.removeprefix("manual__")[:10].replace("-", ".")
+
+
+def test_approve_a_staged_release_on_its_review_page(
+    page: Any, airflow: LocalAirflow, source: Path, bucket: str, s3_client: Any
+) -> None:
+    api = airflow.client()
+    conf = {"source": str(source), "store": f"s3://{bucket}/reviewed", "release": "ui-reviewed", "review": True}
+    run_id = api.trigger(DAG, conf)
+
+    def awaiting() -> bool | None:
+        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG, run_id)}
+        return True if states.get("review_release") == "awaiting_input" else None
+
+    wait_until(awaiting, 300, f"the review task of run {run_id} to wait for input")
+    assert not s3_client.list_objects_v2(Bucket=bucket, Prefix="reviewed/releases/ui-reviewed/manifest.json").get(
+        "Contents"
+    ), "nothing is published while the review waits"
+    page.goto(f"{airflow.base_url}/dags/{DAG}/runs/{run_id}/tasks/review_release/required_actions")
+    page.get_by_text("Publish release ui-reviewed?").first.wait_for()
+    page.get_by_text("is staged by run").first.wait_for()
+    page.locator("[name=element_reason]").fill("checked in the browser")
+    shot(page, "4-review-page")
+    page.get_by_role("button", name="Approve").click()
+    assert api.wait_for_run(DAG, run_id, timeout=300)["state"] == "success"
+    body = s3_client.get_object(Bucket=bucket, Key="reviewed/releases/ui-reviewed/manifest.json")["Body"].read()
+    review = json.loads(body)["provenance"]["review"]
+    assert (review["decision"], review["by"], review["comment"]) == ("approved", "admin", "checked in the browser")
