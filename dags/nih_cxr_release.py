@@ -263,7 +263,7 @@ def convert_unit(unit: dict[str, Any]) -> dict[str, Any]:
     return dict(_run("convert_unit", unit))
 
 
-@task(execution_timeout=dt.timedelta(hours=2))
+@task(trigger_rule=TriggerRule.NONE_FAILED, execution_timeout=dt.timedelta(hours=2))  # runs with no unit too
 def stage_release() -> dict[str, Any]:
     """
     #### stage_release
