@@ -17,13 +17,14 @@ from pipeline import options
 from pipeline.config import RunConfig
 from pipeline.convert import schema
 from pipeline.curate import curation as curate
-from pipeline.errors import BadDataError, UsageError
+from pipeline.errors import BadDataError, PipelineError, UsageError
 from pipeline.ingest import extract, files, rawzone, sources
 from pipeline.layers import curation as layer_curation
 from pipeline.layers import schema as layer_schema
 from pipeline.plan import planning as plan
 from pipeline.plan import preview
 from pipeline.publish import finish
+from pipeline.publish.manifest import manifest_key, read_manifest
 from pipeline.review import brief, decision, staging
 from pipeline.review.decision import Decision
 from pipeline.review.staging import Staged
@@ -179,9 +180,6 @@ def conclude(store: Store, staged: Staged, verdict: Decision) -> dict[str, Any]:
 
 def _already_concluded(store: Store, cfg: RunConfig, version: str) -> dict[str, Any]:
     """What a rerun of the publishing task says once its run's review has been carried out."""
-    from pipeline.errors import PipelineError
-    from pipeline.publish.manifest import manifest_key, read_manifest
-
     manifest = read_manifest(store, version)
     if manifest is not None and manifest.get("created_by_run") == cfg.run_id:
         log.info("release %s was published by this run already", version)

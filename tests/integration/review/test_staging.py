@@ -58,6 +58,12 @@ def _review_run(source: Path, bucket: str, run_id: str, *extra: str) -> list[str
             "--run-id", run_id, *extra]  # fmt: skip
 
 
+def _cxr(args: list[str], stack: StackInfo, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``cxr`` to the end, its output captured (``input=`` or ``stdin=`` answer the review's prompt)."""
+    kwargs.setdefault("timeout", 300)
+    return subprocess.run(args, env=_env(stack), capture_output=True, text=True, check=False, **kwargs)
+
+
 def test_nothing_is_visible_before_approval_and_the_release_after_it(
     source: Path, s3_stack: StackInfo, s3_client: Any
 ) -> None:
@@ -115,15 +121,8 @@ def test_a_rejected_release_is_removed_with_its_reason_kept_and_its_version_free
     source: Path, s3_stack: StackInfo, s3_client: Any
 ) -> None:
     s3_client.create_bucket(Bucket="review-reject")
-    done = subprocess.run(
-        _review_run(source, "review-reject", "cli-reject"),
-        env=_env(s3_stack),
-        input="n\nthe labels of images_001 look shifted\n",
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    answer = "n\nthe labels of images_001 look shifted\n"
+    done = _cxr(_review_run(source, "review-reject", "cli-reject"), s3_stack, input=answer)
     assert done.returncode == 1, done.stderr  # nothing was published
     assert "release v1: not published: rejected by" in done.stdout
     assert "the labels of images_001 look shifted" in done.stdout
@@ -139,14 +138,8 @@ def test_a_rejected_release_is_removed_with_its_reason_kept_and_its_version_free
     client = _client(s3_stack, "s3://review-reject/cxr")
     assert client.versions() == []
 
-    again = subprocess.run(  # the version is free again: a later run approved by a script publishes it
-        _review_run(source, "review-reject", "cli-approved", "--approve"),
-        env=_env(s3_stack),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    # the version is free again: a later run approved by a script publishes it
+    again = _cxr(_review_run(source, "review-reject", "cli-approved", "--approve"), s3_stack)
     assert again.returncode == 0, again.stderr
     assert client.versions() == ["v1"]
     assert client.open("v1").manifest["provenance"]["review"]["via"] == "--approve"
@@ -154,15 +147,7 @@ def test_a_rejected_release_is_removed_with_its_reason_kept_and_its_version_free
 
 def test_no_answer_on_the_terminal_rejects(source: Path, s3_stack: StackInfo, s3_client: Any) -> None:
     s3_client.create_bucket(Bucket="review-silent")
-    done = subprocess.run(
-        _review_run(source, "review-silent", "cli-silent"),
-        env=_env(s3_stack),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _cxr(_review_run(source, "review-silent", "cli-silent"), s3_stack, stdin=subprocess.DEVNULL)
     assert done.returncode == 1, done.stderr
     assert "no answer on the terminal" in done.stdout
     assert _keys(s3_client, "review-silent", "cxr/releases/") == []
@@ -170,6 +155,6 @@ def test_no_answer_on_the_terminal_rejects(source: Path, s3_stack: StackInfo, s3
 
 def test_approve_without_review_is_refused(source: Path, s3_stack: StackInfo) -> None:
     args = [CXR, "run", "--source", str(source), "--store", "s3://review-flag/cxr", "--approve"]
-    done = subprocess.run(args, env=_env(s3_stack), capture_output=True, text=True, timeout=120, check=False)
+    done = _cxr(args, s3_stack, timeout=120)
     assert done.returncode == 2
     assert "--approve answers the review of --review" in done.stderr
