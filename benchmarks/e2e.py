@@ -3,7 +3,7 @@
 ``tasks.run_all`` (what ``cxr run`` calls: extract, curate, plan, convert, publish) runs in a fresh process
 (:func:`benchmarks.run_child`) with the default settings (the 256 px variant on) into a fresh prefix of a local
 SeaweedFS, on synthetic 1024 px images (``pipeline.dev.synth``, cached under ``.cxr/bench/e2e-<N>``), at two sizes
-(``CXR_BENCH_E2E_IMAGES``, default ``200,600``) so that start-up cancels: the marginal throughput is
+(``CXR_BENCH_E2E_IMAGES``, default ``200,1000``) so that start-up cancels: the marginal throughput is
 ``(n2 - n1) / (t2 - t1)``. Each size runs ``CXR_BENCH_REPEAT`` (default 3) rounds, interleaved, and the fastest
 round of each size (and of the PUT ceiling) counts: on a shared machine, load from elsewhere only adds time.
 
@@ -11,7 +11,10 @@ The floor per image is measured in the same run with :mod:`benchmarks.convert`'s
 be decoded (the CRC walk and a full decode, one core) over the cores, plus the bytes the run writes per image
 (marginal, from the store's listing: raw zone and release) over the store's PUT throughput (16 concurrent PUTs of
 the same images). Both are CPU-bound on these cores (the store shares them), so the two times add up. The table
-gives each stage's wall time per size too (the child times each stage call of ``run_all``).
+gives each stage's wall time per size too (the child times each stage call of ``run_all``), and each stage's CPU
+per image (marginal, between the two sizes): of the run's processes (the main one and its decode workers) and of
+the store; from those, what the whole dataset (``FULL_IMAGES``) would take with more cores, the store on the same
+machine or on machines of its own.
 ``CXR_BENCH_E2E_PROFILE=DIR`` writes a cProfile of each run's main process there (forked decode workers are not in it).
 """
 
@@ -23,6 +26,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,12 +38,33 @@ from pipeline.dev.stack import LocalS3
 from pipeline.dev.synth import SynthConfig, synthesize
 from pipeline.store.storage import Store
 
-SIZES = tuple(int(n) for n in os.environ.get("CXR_BENCH_E2E_IMAGES", "200,600").split(","))
+SIZES = tuple(int(n) for n in os.environ.get("CXR_BENCH_E2E_IMAGES", "200,1000").split(","))
 BUCKET = "bench-e2e"
 VARIANT = 256  # the default variant_size (pipeline.options)
 #: The stage calls of ``tasks.run_all`` that the child times (``extract_shard`` once per archive, ``convert_unit``
 #: once per unit; ``discover`` also hashes the metadata files).
 STAGES = ("discover", "extract_shard", "curate_metadata", "plan_or_preview", "convert_unit", "publish_release")
+FULL_IMAGES = 112_120
+PROJECTED_CORES = (2, 16)
+
+
+def _tree_cpu() -> float:
+    """CPU seconds so far of this process (all its threads) and of its live children (the decode workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            children.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return own.ru_utime + own.ru_stime + sum(_proc_cpu(pid) for pid in children)
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        return store_cpu(pid)  # the same /proc/<pid>/stat fields for any process
+    except FileNotFoundError:  # it ended meanwhile
+        return 0.0
 
 
 def _source(images: int) -> Path:
@@ -55,15 +80,18 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     from pipeline.run import tasks
 
     stages = dict.fromkeys(STAGES, 0.0)
+    cpu = {name: [0.0, 0.0] for name in STAGES}  # run's processes, store
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, own, store = time.perf_counter(), _tree_cpu(), store_cpu(spec["store_pid"])
             try:
                 return fn(*args, **kwargs)
             finally:
                 stages[name] += time.perf_counter() - start
+                cpu[name][0] += _tree_cpu() - own
+                cpu[name][1] += store_cpu(spec["store_pid"]) - store
 
         return call
 
@@ -80,7 +108,7 @@ def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - start
     if not summary.get("published"):
         raise RuntimeError(f"the run published nothing: {summary}")
-    return {"wall_s": wall, "stages_s": stages, "images": sum(summary["counts"].values())}
+    return {"wall_s": wall, "stages_s": stages, "cpu_s": cpu, "images": sum(summary["counts"].values())}
 
 
 def _run(images: int, round_no: int, env: dict[str, str], store_pid: int) -> dict[str, Any]:
@@ -90,6 +118,7 @@ def _run(images: int, round_no: int, env: dict[str, str], store_pid: int) -> dic
         "source": str(_source(images)),
         "store": f"s3://{BUCKET}/{prefix}",
         "run_id": f"bench-e2e-{prefix}-{time.time_ns()}",
+        "store_pid": store_pid,
     }
     if os.environ.get("CXR_BENCH_E2E_PROFILE"):
         spec["profile"] = str(Path(os.environ["CXR_BENCH_E2E_PROFILE"]) / f"{prefix}.prof")
@@ -165,7 +194,50 @@ def run() -> dict[str, Any]:
         f"{CORES} cores + {written / 1e6:.2f} MB written per image at the PUT rate {put_bytes / put.wall / 1e6:.0f} "
         f"MB/s; ratio {marginal * floor_s:.2f}x the floor",
     ]
+    figures |= _per_stage(one, two, large - small)
+    figures |= _projection(figures, one["wall_s"] - small / marginal, 1 / marginal)
+    notes += _stage_notes(figures)
     return {"sizes": [small, large], "figures": figures, "table": _table(runs), "notes": notes}
+
+
+def _per_stage(one: dict[str, Any], two: dict[str, Any], more: int) -> dict[str, Any]:
+    """Each stage's marginal CPU per image (ms): the run's processes and the store's."""
+    per_image = {
+        name.split("_")[0]: {
+            "client_ms": 1000 * (two["cpu_s"][name][0] - one["cpu_s"][name][0]) / more,
+            "store_ms": 1000 * (two["cpu_s"][name][1] - one["cpu_s"][name][1]) / more,
+        }
+        for name in STAGES
+    }
+    return {"cpu_ms_per_image": per_image}
+
+
+def _projection(figures: dict[str, Any], fixed_s: float, wall_per_image_s: float) -> dict[str, Any]:
+    """The whole dataset's run time by the measured CPU per image, at the efficiency measured here (the share of
+    the cores' time the run's processes and the store kept busy), with more cores and with the store elsewhere."""
+    stages = figures["cpu_ms_per_image"].values()
+    client_s = sum(s["client_ms"] for s in stages) / 1000
+    store_s = sum(s["store_ms"] for s in stages) / 1000
+    busy = (client_s + store_s) / (CORES * wall_per_image_s)
+    projected = {
+        f"{cores}_cores_{where}": fixed_s + FULL_IMAGES * cpu / (cores * busy)
+        for cores in PROJECTED_CORES
+        for where, cpu in (("store_shared", client_s + store_s), ("store_elsewhere", client_s))
+    }
+    return {"fixed_s": fixed_s, "busy_share": busy, "projected_full_s": projected}
+
+
+def _stage_notes(figures: dict[str, Any]) -> list[str]:
+    parts = ", ".join(
+        f"{name} {v['client_ms']:.1f} + {v['store_ms']:.1f}"
+        for name, v in figures["cpu_ms_per_image"].items()
+        if v["client_ms"] + v["store_ms"] >= 0.05
+    )
+    projected = ", ".join(f"{k.replace('_', ' ')} {v / 60:.0f} min" for k, v in figures["projected_full_s"].items())
+    return [
+        f"CPU ms per image, run + store: {parts}; cores busy {100 * figures['busy_share']:.0f}%",
+        f"{FULL_IMAGES:,} full-size images, projected by that CPU: {projected}",
+    ]
 
 
 if __name__ == "__main__":

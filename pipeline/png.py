@@ -8,6 +8,7 @@ Pillow decode alone does not prove it).
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -16,6 +17,21 @@ from typing import Any
 from PIL import Image
 
 from pipeline.errors import ImageError, UndecodableImageError
+
+
+def _fastest_zlib() -> Any:
+    """ISA-L's zlib (the same API and results; it inflates in about half the time and computes CRC-32 several
+    times as fast), or the standard one where it is not installed (a reader-only install)."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - the pipeline's extras install it
+        return zlib
+    return isal_zlib
+
+
+_zlib = _fastest_zlib()
+#: What either inflater raises on a damaged stream.
+_ZLIB_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPES = {0: "L", 2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
@@ -92,7 +108,7 @@ def check_png(data: bytes) -> PngInfo:
         if chunks > MAX_CHUNKS or ancillary > MAX_ANCILLARY_CHUNKS or ancillary_bytes > MAX_ANCILLARY_BYTES:
             raise ImageError(_flood(chunks, ancillary, ancillary_bytes))
         (crc,) = struct.unpack(">I", data[chunk_end - 4 : chunk_end])
-        if zlib.crc32(data[pos + 4 : chunk_end - 4]) != crc:
+        if _zlib.crc32(data[pos + 4 : chunk_end - 4]) != crc:
             raise ImageError(f"PNG CRC mismatch in a {kind.decode('latin-1')} chunk at byte {pos}")
         if kind == b"IEND":
             return replace(info, end=chunk_end)
@@ -217,7 +233,7 @@ def _inflate_and_check(
     pieces: list[bytes] | None = None,
 ) -> None:
     layout = f"{info.width}x{info.height} {info.mode}{' interlaced' if interlaced else ''}"
-    inflater = zlib.decompressobj()
+    inflater = _zlib.decompressobj()
     try:
         produced, pending = _inflate_scanlines(inflater, stream, expected, rows, layout, pieces=pieces)
         if produced < expected:
@@ -227,12 +243,21 @@ def _inflate_and_check(
             )
         if inflater.decompress(pending, 1):
             raise UndecodableImageError(f"pixel data (IDAT) holds more than the {expected} bytes a {layout} image has")
-    except zlib.error as exc:  # includes a wrong checksum at the end of the stream ("incorrect data check")
-        raise UndecodableImageError(f"pixel data (IDAT) is not a valid zlib stream: {exc}") from exc
+    except _ZLIB_ERRORS as exc:  # includes a wrong checksum at the end of the stream
+        raise UndecodableImageError(f"pixel data (IDAT) is not a valid zlib stream: {_zlib_words(exc)}") from exc
     if not inflater.eof:
         raise UndecodableImageError("pixel data (IDAT) is truncated: its zlib stream has no end (and no checksum)")
     if inflater.unused_data:
         raise UndecodableImageError(f"IDAT holds {len(inflater.unused_data)} bytes after the end of its zlib stream")
+
+
+def _zlib_words(exc: BaseException) -> str:
+    """What an inflater's error says, the same whichever inflater ran (zlib: "incorrect data check", ISA-L: "Error
+    -6 Incorrect checksum found" for one wrong Adler-32)."""
+    text = re.sub(r"^Error -?\d+\s*", "", str(exc)).rstrip(".")
+    if "data check" in text.lower() or "checksum" in text.lower():
+        return "its Adler-32 checksum does not match the inflated data"
+    return text[:1].lower() + text[1:]
 
 
 def _inflate_scanlines(

@@ -37,14 +37,14 @@ from pipeline.convert.schema import FINDING_COLUMNS, PIXEL_COLUMNS, release_sche
 from pipeline.convert.tarstream import TarStream
 from pipeline.errors import PipelineError
 from pipeline.layers.schema import Layer
-from pipeline.plan.planning import Plan, Unit
+from pipeline.plan.planning import UNIT_KEY, Plan, Unit
 from pipeline.plan.split import SPLITS
 from pipeline.progress import Progress
 from pipeline.store import layout
 from pipeline.store.layout import release_prefix
 from pipeline.store.multipart import UPLOAD_CRC32, MultipartWriter, Uploaded
 from pipeline.store.storage import Store
-from pipeline.store.tables import get_json, get_table, put_json
+from pipeline.store.tables import get_json, get_matching, put_json
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +234,8 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
     if store.exists(done_key):
         log.info("unit %s already converted in this run: skipped", unit.name)
         return _summary(get_json(store, done_key))
-    table = get_table(
-        store, layout.plan_table_key(plan.run_id), [("split", "==", unit.split), ("unit", "==", unit.index)]
-    )
+    where = dict(zip(UNIT_KEY, (unit.split, unit.index), strict=True))
+    table = get_matching(store, layout.plan_table_key(plan.run_id), where)  # this unit's row group only
     rows = UnitRows(_by_image_id(table), plan.annotation_layers())
     out = _write_unit(store, cfg, unit, rows, release)
     result = {

@@ -4,7 +4,8 @@ Every input image and metadata row ends up either in the plan (to be published) 
 quarantine table with its reason. The plan is kept in the run's workspace:
 
 - ``runs/<run>/plan.parquet``: one row per image to publish (metadata, split, ``patient_order``, unit, raw key,
-  sha256, and one ``layer__<id>`` column per annotation layer: :mod:`pipeline.plan.annotations`)
+  sha256, and one ``layer__<id>`` column per annotation layer: :mod:`pipeline.plan.annotations`), one row group
+  per unit, so that a conversion task reads only its own rows (``UNIT_KEY``)
 - ``runs/<run>/quarantine.parquet``: shard, member, image, reason
 - ``runs/<run>/plan.json``: version, input fingerprint, units, counts
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 import pipeline
 from pipeline import nih
@@ -35,9 +37,13 @@ from pipeline.plan.crosscheck import CrossCheck, Curated, attach_bboxes, load_re
 from pipeline.store import layout
 from pipeline.store.layout import run_prefix
 from pipeline.store.storage import Store
-from pipeline.store.tables import get_frame, get_json, parquet_table, put_frame, put_json
+from pipeline.store.tables import get_frame, get_json, parquet_table, put_frame, put_grouped, put_json
 
 log = logging.getLogger(__name__)
+
+#: The plan table's columns naming each row's unit (``split``, ``unit``: a :class:`Unit`'s split and index); the
+#: table has one row group per unit, so that converting a unit reads its own rows only.
+UNIT_KEY = ("split", "unit")
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,8 @@ def build_plan(store: Store, cfg: RunConfig, shard_results: list[dict[str, Any]]
     put_json(store, f"{prefix}/validation/statistics.json", stats.split_statistics(made.frame))
     raise_if_blocking(made.checks)
     quarantine = made.checked.quarantine
-    put_frame(store, layout.plan_table_key(cfg.run_id), made.frame)
+    plan_rows = pa.Table.from_pandas(made.frame, preserve_index=False)
+    put_grouped(store, layout.plan_table_key(cfg.run_id), plan_rows, list(UNIT_KEY))  # a row group per unit
     put_frame(store, layout.quarantine_key(cfg.run_id), quarantine)
     counts = made.counts
     todo = [] if unchanged else [asdict(u) for u in made.units]

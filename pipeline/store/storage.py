@@ -238,6 +238,16 @@ class Store:
 
         return self.retrying(f"reading {self.uri(rel)}", read, passthrough=frozenset())
 
+    def get_range(self, rel: str, start: int, length: int) -> bytes:
+        """Download ``length`` bytes of one object from ``start`` (one ranged GET; fewer at the object's end)."""
+
+        def read() -> bytes:
+            span = f"bytes={start}-{start + length - 1}"
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.key(rel), Range=span)["Body"].read()
+            return body
+
+        return self.retrying(f"reading {self.uri(rel)}", read, passthrough=frozenset()) if length > 0 else b""
+
     def get_tagged(self, rel: str) -> tuple[bytes, str] | None:
         """Download one small object with its ETag (for a later ``put_bytes(if_match=...)``); None when missing."""
 

@@ -84,7 +84,7 @@ def test_an_image_whose_bytes_differ_from_its_sha256_fails_the_run(
     unit = json.loads(store.get_bytes(unit_key))
     unit["digests"][0]["sha256"] = "0" * 64  # the row would claim bytes the image does not have
     store.put_bytes(unit_key, json.dumps(unit).encode())
-    with pytest.raises(AccountingError, match="1 with bytes that differ from their sha256") as caught:
+    with pytest.raises(AccountingError, match=r"1 whose sha256 differs from metadata\.parquet's") as caught:
         tasks.publish_release(cfg)
     _nothing_published(store)
     record("accounting", "wrong_sha_error", str(caught.value))

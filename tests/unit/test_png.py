@@ -90,7 +90,7 @@ BROKEN: dict[str, tuple[bytes, str]] = {
     "IDAT not zlib": (build_png(40, 30, b"", packed=b"\x78\x9c" + bytes(range(7, 250))), "not a valid zlib stream"),
     "wrong zlib checksum": (
         build_png(40, 30, b"", packed=PACKED[:-1] + bytes([PACKED[-1] ^ 1])),
-        "incorrect data check",
+        "its Adler-32 checksum does not match the inflated data",
     ),
     "no end of stream": (build_png(40, 30, b"", packed=PACKED[:-4]), "its zlib stream has no end"),
     "more data than IHDR": (build_png(40, 30, gray_rows(40, 31)), "holds more than the 1230 bytes a 40x30 L image"),

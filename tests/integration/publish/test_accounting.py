@@ -64,5 +64,39 @@ def test_a_row_whose_sha256_is_not_its_bytes_fails_naming_the_image(converted: d
     meta = converted["meta"].copy()
     meta.loc[meta.index[0], "sha256"] = "0" * 64
     image = str(meta.iloc[0]["image_index"])
-    with pytest.raises(AccountingError, match=rf"1 with bytes that differ from their sha256 \(e.g. \['{image}'\]\)"):
+    with pytest.raises(
+        AccountingError, match=rf"1 whose sha256 differs from metadata.parquet's \(e.g. \['{image}'\]\)"
+    ):
         _check(converted, meta)
+
+
+def test_a_shard_whose_sample_count_differs_from_its_parquet_rows_fails_naming_it(converted: dict[str, Any]) -> None:
+    files = [dict(f) for f in converted["files"]]
+    tar = next(f for f in files if f["kind"] == "wds" and f["rows"] > 0)
+    tar["rows"] -= 1  # its writer counted one sample fewer than the unit's Parquet files hold
+    with pytest.raises(AccountingError, match=rf"{tar['path']} \({tar['rows']} samples, {tar['rows'] + 1} Parquet"):
+        accounting.check(converted["store"], converted["plan"], converted["meta"], files)
+
+
+def test_the_check_downloads_no_release_file_whole(converted: dict[str, Any]) -> None:
+    store: Store = converted["store"]
+    whole: list[str] = []
+    real = {name: getattr(store, name) for name in ("get_bytes", "open_stream")}
+
+    def counted(name: str) -> Any:
+        def call(rel: str) -> Any:
+            whole.append(rel)
+            return real[name](rel)
+
+        return call
+
+    for name in real:
+        setattr(store, name, counted(name))  # the real reads, recorded
+    try:
+        figures = _check(converted, converted["meta"])
+    finally:
+        for name in real:
+            delattr(store, name)
+    assert figures.parquet_images_checked == len(converted["meta"])
+    written = {str(f["path"]) for f in converted["files"]}
+    assert written & set(whole) == set()  # only names and digests were read, by ranged GETs
