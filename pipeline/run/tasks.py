@@ -29,7 +29,7 @@ from pipeline.review import brief, decision, staging
 from pipeline.review.decision import Decision
 from pipeline.review.staging import Staged
 from pipeline.run import connections
-from pipeline.run.memory import release_memory, thaw
+from pipeline.run.memory import release_memory
 from pipeline.store import layout
 from pipeline.store.storage import Store
 from pipeline.store.tables import get_json
@@ -246,13 +246,6 @@ def run_all(cfg: RunConfig, decide: Callable[[str], Decision] | None = None) -> 
     ``quarantine.parquet``), ``quarantined_by_kind`` (images, box rows, split-list rows) and ``not_in_source``
     (Data_Entry rows, boxes and split-list names of images this source does not hold: a subset, not a loss).
     """
-    try:
-        return _stage_by_stage(cfg, decide)
-    finally:
-        thaw()  # what release_memory froze is collectable again once the run is over
-
-
-def _stage_by_stage(cfg: RunConfig, decide: Callable[[str], Decision] | None) -> dict[str, Any]:
     shard_results = _extract_all(cfg)
     release_memory()  # each stage's leftovers go back to the system before the next (see pipeline.run.memory)
     curated = curate_metadata(cfg)
