@@ -316,4 +316,5 @@ def extract_shard(store: Store, ref: FileRef, upload_workers: int = 16, limits: 
     )
     if ok == 0:
         log.warning("%s holds no image that could land; see %s/manifest.parquet", ref.name, prefix)
+    faults.point("extract.shard")
     return result

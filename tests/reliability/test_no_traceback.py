@@ -10,6 +10,7 @@ import functools
 import http.server
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -92,32 +93,44 @@ def test_missing_bucket_is_named_by_every_reading_command(command: list[str], en
     one_error(done, STORE, f"bucket '{bucket}' does not exist", env["AWS_ENDPOINT_URL"], "--store")
 
 
+def _wait_until_stopped(run: subprocess.Popen[str], timeout: float) -> None:
+    """Wait until ``run`` froze itself (state ``T``), failing with its output if it ended or never froze."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run.poll() is None:
+        if Path(f"/proc/{run.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.02)
+    _, stderr = run.communicate(timeout=60) if run.poll() is not None else ("", "")
+    raise AssertionError(f"the run never froze after landing a shard (exit {run.returncode}): {stderr[-3000:]}")
+
+
 def test_bucket_deleted_mid_run_fails_naming_it(source: Path, env: dict[str, str], s3_client: Any) -> None:
     bucket = f"deleted-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=bucket)
     args = ["run", "--source", str(source), "--store", f"s3://{bucket}/cxr", "--release", "v1"]
+    # The run freezes itself once its first shard has landed, with none of its requests in flight: a request held
+    # open across the deletion would recreate the bucket on SeaweedFS when it completes (seen), not on AWS.
     run = subprocess.Popen(
-        [CXR, *args], env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [CXR, *args],
+        env={**os.environ, **env, "CXR_FAULT": "extract.shard:1:stop"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        landed: list[str] = []
-        while not landed and run.poll() is None and time.monotonic() < deadline:
-            listed = s3_client.list_objects_v2(Bucket=bucket, Prefix="cxr/raw/shards/").get("Contents", [])
-            landed = [o["Key"] for o in listed if o["Key"].endswith("_SUCCESS.json")]
-            time.sleep(0.02)
-        assert landed, "the run never landed a shard"
-        run.send_signal(signal.SIGSTOP)  # hold the run mid-extract while its bucket goes away
+        _wait_until_stopped(run, timeout=120)
         _drop_bucket(s3_client, bucket)
-        run.send_signal(signal.SIGCONT)
+        os.killpg(run.pid, signal.SIGCONT)
         stdout, stderr = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
-            run.kill()
+            os.killpg(run.pid, signal.SIGKILL)
             run.wait()
         _drop_bucket(s3_client, bucket)
     done = subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
     one_error(done, STORE, f"bucket '{bucket}' does not exist", "deleted", "rerun")
+    assert re.search(r"images_001\.zip: \d+ images landed", stderr), "the bucket went away after the first shard"
 
 
 def test_read_only_keys_cannot_run_and_are_told_why(
