@@ -251,6 +251,15 @@ def convert_unit(store: Store, cfg: RunConfig, plan: Plan, unit: Unit) -> dict[s
     return _summary(result)
 
 
+#: A unit result's per-image ``digests`` as a table (the images its files hold, with their SHA-256).
+DIGEST_SCHEMA = pa.schema([("image_index", pa.string()), ("sha256", pa.string()), ("converted", pa.bool_())])
+
+
+def digest_table(digests: list[dict[str, Any]]) -> pa.Table:
+    """A unit result's ``digests`` (or several units' together) as one Arrow table."""
+    return pa.Table.from_pylist(digests, schema=DIGEST_SCHEMA)
+
+
 def image_bytes(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Bytes of the published full (``image``) and small (``image_small``) PNGs per split, from the unit results."""
     total = {split: {"full": 0, "small": 0} for split in SPLITS}

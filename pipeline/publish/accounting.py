@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import AccountingError
 from pipeline.plan.planning import Plan, load_raw_images
@@ -67,16 +69,13 @@ class Accounting:
         return asdict(self)
 
 
-def _digests_in_parquet(store: Store, entry: dict[str, Any]) -> dict[str, str]:
-    """``{image_index: sha256}`` of one release Parquet file, from those two columns only (ranged reads)."""
-    rel = str(entry["path"])
-    found: dict[str, str] = {}
-    for table in iter_row_groups(store, rel, ["image_index", "sha256"], int(entry["size"])):
-        for name, digest in zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True):
-            if name in found:
-                raise AccountingError(f"image {name} appears twice in the Parquet files ({rel})")
-            found[str(name)] = str(digest)
-    return found
+def _digests_in_parquet(store: Store, entry: dict[str, Any]) -> pa.Table:
+    """The ``image_index`` and ``sha256`` columns of one release Parquet file (ranged reads of those two only)."""
+    columns = ["image_index", "sha256"]
+    parts = list(iter_row_groups(store, str(entry["path"]), columns, int(entry["size"])))
+    return (
+        pa.concat_tables(parts).select(columns) if parts else pa.table({c: pa.array([], pa.string()) for c in columns})
+    )
 
 
 def _unit_of(entry: dict[str, Any]) -> str:
@@ -99,38 +98,34 @@ def _tar_counts(files: list[dict[str, Any]], parquet_rows: Counter[str]) -> tupl
     return sum(int(f["rows"]) for f in shards), wrong
 
 
-class _DigestTally:
-    """What the published files hold against what ``metadata.parquet`` says, folded in one file at a time (only the
-    expected digests and the names seen are kept, not every file's digests at once)."""
+def _examples(names: pa.Array | pa.ChunkedArray) -> list[str]:
+    """The first three names in order (for an error message: only on the failing path)."""
+    return sorted(str(n) for n in pc.unique(names).to_pylist())[:3]
 
-    def __init__(self, expected: dict[str, str]) -> None:
-        self.expected = expected
-        self.seen: set[str] = set()
-        self.extra: list[str] = []
-        self.wrong: list[str] = []
 
-    def add(self, found: dict[str, str]) -> None:
-        """Fold in one file's ``{name: sha256}`` (a name seen in an earlier file counts once, as before)."""
-        for name, digest in found.items():
-            want = self.expected.get(name)
-            if want is None:
-                if name not in self.seen:
-                    self.extra.append(name)
-            elif want != digest:
-                self.wrong.append(name)
-            self.seen.add(name)
+def check_digests(expected: pa.Table, found: pa.Table, where: str) -> int:
+    """Raise :class:`AccountingError` unless ``found`` (``image_index`` and ``sha256`` of every row of the files, in
+    any order) holds each image of ``expected`` exactly once with its digest; return how many it holds.
 
-    def check(self, where: str) -> int:
-        """Raise :class:`AccountingError` unless the files held exactly the expected images; return how many."""
-        missing = sorted(name for name in self.expected if name not in self.seen)
-        extra, wrong = sorted(set(self.extra)), sorted(set(self.wrong))
-        if missing or extra or wrong:
-            raise AccountingError(
-                f"the {where} do not hold exactly the published images: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(extra)} unexpected (e.g. {extra[:3]}), {len(wrong)} whose sha256 differs from "
-                f"metadata.parquet's (e.g. {wrong[:3]}); nothing was published"
-            )
-        return len(self.seen)
+    Columnar (Arrow compute, no Python object per row): a copy with the wrong digest is found even when a right
+    copy of the same image is there too, and so is an image held twice.
+    """
+    names, want = found.column("image_index"), expected.column("image_index")
+    counts = pc.value_counts(names)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    missing = want.filter(pc.invert(pc.is_in(want, value_set=names)))
+    extra = names.filter(pc.invert(pc.is_in(names, value_set=want)))
+    both = found.join(expected, "image_index", join_type="inner", right_suffix="_expected")
+    differs = pc.fill_null(pc.not_equal(both.column("sha256"), both.column("sha256_expected")), True)
+    wrong = pc.unique(both.column("image_index").filter(differs))
+    if len(missing) or len(extra) or len(wrong) or len(repeated):
+        raise AccountingError(
+            f"the {where} do not hold exactly the published images: {len(missing)} missing (e.g. "
+            f"{_examples(missing)}), {len(pc.unique(extra))} unexpected (e.g. {_examples(extra)}), {len(wrong)} whose "
+            f"sha256 differs from metadata.parquet's (e.g. {_examples(wrong)}), {len(repeated)} held more than once "
+            f"(e.g. {_examples(repeated)}); nothing was published"
+        )
+    return len(names)
 
 
 def _layer_figures(plan: Plan, files: list[dict[str, Any]], quarantine: pd.DataFrame) -> dict[str, int]:
@@ -156,6 +151,30 @@ def _layer_problems(figures: Accounting) -> list[str]:
     ]
 
 
+def _figures(
+    store: Store, plan: Plan, published: pd.Series, files: list[dict[str, Any]], quarantine: pd.DataFrame
+) -> Accounting:
+    """The run's figures (the digest counts still 0); the raw manifests and Data_Entry are let go on return."""
+    raw = load_raw_images(store, plan.sources.get("archives_sha256", {}))  # exactly the archives the plan used
+    entry = get_frame(store, f"{run_prefix(plan.run_id)}/data_entry.parquet")
+    image_rows = quarantine[quarantine["reason_code"].isin(IMAGE_CODES)] if len(quarantine) else quarantine
+    quarantined = image_rows["image_index"] if len(image_rows) else pd.Series([], dtype="str")
+    names = entry["image_index"].astype("str")
+    in_release = names.isin(published)
+    return Accounting(
+        input_images=len(raw),
+        published_images=len(published),
+        quarantined_images=len(image_rows),
+        data_entry_rows=len(entry),
+        rows_published=int(in_release.sum()),
+        rows_with_quarantined_image=int((names.isin(quarantined) & ~in_release).sum()),
+        rows_absent_from_source=int((~names.isin(raw["image_index"])).sum()),
+        parquet_images_checked=0,
+        webdataset_images_checked=0,
+        **_layer_figures(plan, files, quarantine),
+    )
+
+
 def check(
     store: Store, plan: Plan, meta: pd.DataFrame, files: list[dict[str, Any]], quarantine: pd.DataFrame | None = None
 ) -> Accounting:
@@ -163,28 +182,10 @@ def check(
 
     ``quarantine`` is the release's whole quarantine (the plan's and conversion's rows); by default the plan's.
     """
-    prefix = run_prefix(plan.run_id)
-    raw = load_raw_images(store, plan.sources.get("archives_sha256", {}))  # exactly the archives the plan used
     if quarantine is None:
         quarantine = get_frame(store, layout.quarantine_key(plan.run_id))
-    entry = get_frame(store, f"{prefix}/data_entry.parquet")
-    published = Counter(str(name) for name in meta["image_index"])
-    repeated = sorted(name for name, n in published.items() if n > 1)
-    image_rows = quarantine[quarantine["reason_code"].isin(IMAGE_CODES)] if len(quarantine) else quarantine
-    present, quarantined_names = set(raw["image_index"]), set(image_rows["image_index"]) if len(image_rows) else set()
-    names = entry["image_index"].astype("str")
-    figures = Accounting(
-        input_images=len(raw),
-        published_images=len(meta),
-        quarantined_images=len(image_rows),
-        data_entry_rows=len(entry),
-        rows_published=int(names.isin(set(published)).sum()),
-        rows_with_quarantined_image=int((names.isin(quarantined_names) & ~names.isin(set(published))).sum()),
-        rows_absent_from_source=int((~names.isin(present)).sum()),
-        parquet_images_checked=0,
-        webdataset_images_checked=0,
-        **_layer_figures(plan, files, quarantine),
-    )
+    figures = _figures(store, plan, meta["image_index"], files, quarantine)
+    repeated = sorted(meta["image_index"][meta["image_index"].duplicated()].astype("str").unique().tolist())
     problems = _layer_problems(figures)
     if repeated:
         problems.append(f"{len(repeated)} image(s) published twice (e.g. {repeated[:3]})")
@@ -205,15 +206,16 @@ def check(
     if problems:
         joined = "; ".join(problems)
         raise AccountingError(f"release {plan.version}: accounting failed, nothing was published: {joined}")
-    expected = {str(k): str(v) for k, v in zip(meta["image_index"], meta["sha256"], strict=True)}
-    in_parquet, parquet_rows = _DigestTally(expected), Counter[str]()
+    expected = pa.table({c: pa.array(meta[c], pa.string()) for c in ("image_index", "sha256")})
     parquet_files = [f for f in files if f["kind"] == "parquet" and "/parquet/split=" in str(f["path"])]
     with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="accounting") as pool:
-        read = pool.map(lambda f: _digests_in_parquet(store, f), parquet_files)
-        for entry_file, found in zip(parquet_files, read, strict=True):
-            in_parquet.add(found)
-            parquet_rows[_unit_of(entry_file)] += len(found)
-    parquet_checked = in_parquet.check("Parquet files")
+        found = list(pool.map(lambda f: _digests_in_parquet(store, f), parquet_files))
+    parquet_rows = Counter[str]()
+    for entry_file, table in zip(parquet_files, found, strict=True):
+        parquet_rows[_unit_of(entry_file)] += table.num_rows
+    parquet_checked = check_digests(
+        expected, pa.concat_tables(found) if found else expected.slice(0, 0), "Parquet files"
+    )
     tars_checked, wrong_tars = _tar_counts(files, parquet_rows)
     if wrong_tars:
         raise AccountingError(

@@ -59,14 +59,17 @@ RECORD_BATCH = 4096
 CONTENT_TYPES = {"md": "text/markdown; charset=utf-8", "png": "image/png", "json": "application/json"}
 
 
-def _unit_results(store: Store, plan: Plan) -> list[dict[str, Any]]:
-    results = []
+def _unit_results(store: Store, plan: Plan) -> tuple[list[dict[str, Any]], pa.Table]:
+    """Every unit's result, its per-image digests taken out into one table (no Python object per image kept)."""
+    results, digests = [], []
     for unit in (Unit(**u) for u in plan.units):
         key = layout.unit_key(plan.run_id, unit.name)
         if not store.exists(key):
             raise PipelineError(f"unit {unit.name} of run {plan.run_id} has not been converted; re-run convert")
-        results.append(get_json(store, key))
-    return results
+        result = get_json(store, key)
+        digests.append(convert_units.digest_table(result.pop("digests")))
+        results.append(result)
+    return results, pa.concat_tables(digests) if digests else convert_units.DIGEST_SCHEMA.empty_table()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,11 +159,10 @@ def _put_file(store: Store, rel: str, body: bytes, rows: int, kind: str) -> dict
     }
 
 
-def metadata_table(store: Store, plan: Plan, results: list[dict[str, Any]]) -> pa.Table:
-    """The release's rows without pixels, sorted by split then image index."""
+def metadata_table(store: Store, plan: Plan, digests: pa.Table) -> pa.Table:
+    """The release's rows (the images of ``digests``) without pixels, sorted by split then image index."""
     frame = get_frame(store, layout.plan_table_key(plan.run_id)).drop(columns=["sha256"])
-    digests = pd.DataFrame([d for r in results for d in r["digests"]])
-    frame = _published_order(frame.merge(digests, on="image_index", how="inner"))
+    frame = _published_order(frame.merge(digests.to_pandas(), on="image_index", how="inner"))
     order = frame["split"].map(SPLITS.index)
     frame = frame.assign(_order=order).sort_values(["_order", "image_index"], kind="stable").drop(columns="_order")
     layers = plan.annotation_layers()
@@ -187,13 +189,13 @@ def _optional_json(store: Store, rel: str) -> dict[str, Any]:
 
 
 def _data_side_files(
-    store: Store, plan: Plan, results: list[dict[str, Any]], quarantine: Quarantine
+    store: Store, plan: Plan, results: list[dict[str, Any]], digests: pa.Table, quarantine: Quarantine
 ) -> tuple[list[dict[str, Any]], pa.Table, list[tuple[Layer, pa.Table]]]:
     """Write metadata.parquet, quarantine.parquet, validation/, each layer's table and the wids indexes; return
     their entries, the metadata table and each layer's published table."""
     release, prefix = release_prefix(plan.version), run_prefix(plan.run_id)
     files = [f for r in results for f in r["files"]]
-    meta = metadata_table(store, plan, results)
+    meta = metadata_table(store, plan, digests)
     files.append(_put_file(store, f"{release}/metadata.parquet", table_bytes(meta), meta.num_rows, "parquet"))
     if quarantine.added:
         body = table_bytes(pa.Table.from_pandas(quarantine.frame, preserve_index=False))
@@ -341,11 +343,11 @@ def stage(store: Store, cfg: RunConfig, plan: Plan) -> Staged:
         return Staged(plan.version, plan.run_id, plan.fingerprint, summary, done=True)
     faults.point("release.finish")
     release = release_prefix(plan.version)
-    results = _unit_results(store, plan)
+    results, digests = _unit_results(store, plan)
     plan, quarantine = merge_convert_quarantine(store, plan, results)
     summary |= {"counts": plan.counts, "quarantined": plan.quarantined}
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
-    files, table, layer_tables = _data_side_files(store, plan, results, quarantine)
+    files, table, layer_tables = _data_side_files(store, plan, results, digests, quarantine)
     meta = table.to_pandas()
     facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
     facts = dataclasses.replace(facts, image_bytes=convert_units.image_bytes(results), small_side=cfg.variant_size)

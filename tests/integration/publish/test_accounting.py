@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from pipeline.convert.units import digest_table
 from pipeline.dev.stack import StackInfo
 from pipeline.errors import AccountingError
 from pipeline.plan.planning import Plan, Unit, build_plan
@@ -33,7 +34,8 @@ def converted(s3_stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> 
     for unit in plan.units:
         tasks.convert_unit(cfg, unit)
     results = [get_json(store, layout.unit_key(plan.run_id, Unit(**unit).name)) for unit in plan.units]
-    meta = metadata_table(store, plan, results).to_pandas()
+    digests = digest_table([d for r in results for d in r["digests"]])
+    meta = metadata_table(store, plan, digests).to_pandas()
     return {"store": store, "plan": plan, "meta": meta, "files": [f for r in results for f in r["files"]]}
 
 
