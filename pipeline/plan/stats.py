@@ -37,20 +37,26 @@ def _prevalence(labels: pd.Series) -> dict[str, float]:
     return {label: round(count / total, 4) for label, count in counts.items()}
 
 
-def split_statistics(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Images, patients, label prevalence, sex, view and age per split (and ``all``)."""
-    groups = [(name, frame[frame["split"] == name]) for name in SPLITS] + [("all", frame)]
+STAT_COLUMNS = ["split", "patient_id", "labels", "sex", "view_position", "age_years"]
+
+
+def _split_stats(part: pd.DataFrame) -> dict[str, Any]:
     return {
-        name: {
-            "images": len(part),
-            "patients": int(part["patient_id"].nunique()),
-            "label_prevalence": _prevalence(part["labels"]),
-            "sex": {str(k): int(v) for k, v in part["sex"].value_counts().sort_index().items()},
-            "view_position": {str(k): int(v) for k, v in part["view_position"].value_counts().sort_index().items()},
-            "age_years": _age_summary(part["age_years"]),
-        }
-        for name, part in groups
+        "images": len(part),
+        "patients": int(part["patient_id"].nunique()),
+        "label_prevalence": _prevalence(part["labels"]),
+        "sex": {str(k): int(v) for k, v in part["sex"].value_counts().sort_index().items()},
+        "view_position": {str(k): int(v) for k, v in part["view_position"].value_counts().sort_index().items()},
+        "age_years": _age_summary(part["age_years"]),
     }
+
+
+def split_statistics(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Images, patients, label prevalence, sex, view and age per split (and ``all``): one split's rows of the
+    columns it needs at a time, not a copy of every split's whole rows at once."""
+    slim = frame[STAT_COLUMNS]
+    stats = {name: _split_stats(slim[slim["split"] == name]) for name in SPLITS}
+    return stats | {"all": _split_stats(slim)}
 
 
 def check_release_metadata(frame: pd.DataFrame) -> ValidationReport:
