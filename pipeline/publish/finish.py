@@ -348,7 +348,7 @@ def stage(store: Store, cfg: RunConfig, plan: Plan) -> Staged:
     summary |= {"counts": plan.counts, "quarantined": plan.quarantined}
     summary |= accounting_summary(plan.quarantine_reasons, plan.subset)
     files, table, layer_tables = _data_side_files(store, plan, results, digests, quarantine)
-    meta = table.to_pandas()
+    meta = table.drop_columns(["bboxes"]).to_pandas()  # what the card and accounting use (boxes: no)
     facts = _card_facts(store, cfg, plan, meta, parent_of(store, plan.version), quarantine=quarantine.frame)
     facts = dataclasses.replace(facts, image_bytes=convert_units.image_bytes(results), small_side=cfg.variant_size)
     layers = [
