@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import platform
+import weakref
 
 import pytest
 
@@ -12,3 +14,49 @@ from pipeline.run import memory
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_glibc_trim_is_found() -> None:
     assert memory._malloc_trim() is not None
+
+
+def _collections() -> list[int]:
+    """A list that grows by one for each full (generation 2) collection from now on."""
+    seen: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            seen.append(1)
+
+    gc.callbacks.append(count)
+    return seen
+
+
+def test_garbage_is_collected_only_once_the_process_grew(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_LAST", memory._Collected())
+    monkeypatch.setattr(memory, "COLLECT_GROWTH_MB", 32.0)
+    seen, held = _collections(), bytearray()
+    try:
+        assert memory.release_memory(), "the first call collects (nothing to compare with)"
+        assert not memory.release_memory(), "no growth since: no collection"
+        held = bytearray(64 << 20)  # 64 MB touched: the process grew past the threshold
+        held[::4096] = b"x" * len(held[::4096])
+        assert memory.release_memory(), "grown by 64 MB: collected"
+        assert not memory.release_memory()
+        assert len(seen) == 2, "exactly the collections release_memory said it made"
+    finally:
+        gc.callbacks.pop()
+        del held
+
+
+def test_cyclic_garbage_is_freed_when_it_collects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "_LAST", memory._Collected())
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    gc.disable()  # no automatic collection in between
+    try:
+        ref = weakref.ref(Node())
+        assert ref() is not None, "a cycle outlives its last name until a collection"
+        assert memory.release_memory()
+        assert ref() is None
+    finally:
+        gc.enable()
