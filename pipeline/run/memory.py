@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 #: Growth of the resident set (MB) since the last collection that makes :func:`release_memory` collect again.
-COLLECT_GROWTH_MB = 128.0
+COLLECT_GROWTH_MB = 64.0
 
 
 @dataclass
