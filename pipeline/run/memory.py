@@ -7,6 +7,12 @@ unused pool memory and asks glibc to return free heap pages (``malloc_trim``), b
 garbage first only when the process grew by :data:`COLLECT_GROWTH_MB` since the last collection. A full collection
 walks every object of the process: 0.3 s between two units of an end-to-end run, and seconds in a process as large
 as a test session's, which is why one after every unit took most of the test suite's time.
+
+:func:`tune_allocator` (called once when :mod:`pipeline.run.tasks` is imported, so in every process that runs a
+stage) makes glibc serve every allocation of 4 MiB or more by ``mmap``, so that freeing it hands it back at once,
+and caps its arenas at 2. By default glibc raises that threshold to the largest block freed so far (a 16 MiB upload
+part), after which such blocks come from per-thread arenas that fragment: a one-process run of 40,000 rows peaked
+at 634 MB before (and a collection after every unit) and at 525 MB with it (docs/performance.md, Full scale).
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ import pyarrow as pa
 
 #: Growth of the resident set (MB) since the last collection that makes :func:`release_memory` collect again.
 COLLECT_GROWTH_MB = 64.0
+#: Allocations of this size or more are mmapped (glibc's ``M_MMAP_THRESHOLD``, kept fixed) ...
+MMAP_THRESHOLD_BYTES = 4 << 20  # above a full-size PNG (about 1-3 MB), below an upload part (16 MiB)
+#: ... and glibc keeps at most this many arenas (``M_ARENA_MAX``).
+ARENAS = 2
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's malloc.h
+_GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 
 @dataclass
@@ -36,12 +48,22 @@ _LAST = _Collected()
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library is not glibc."""
+def _glibc(name: str) -> Callable[..., int] | None:
+    """A function of glibc (``malloc_trim``, ``mallopt``), or None where the C library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return None
-    trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    return trim
+    function: Callable[..., int] = getattr(ctypes.CDLL(None), name)
+    return function
+
+
+@functools.cache
+def tune_allocator() -> bool:
+    """Set glibc's fixed mmap threshold and arena cap for this process (once); return whether glibc took both.
+    Settings of the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES``) win."""
+    mallopt = _glibc("mallopt")
+    if mallopt is None or any(name in os.environ for name in _GLIBC_ENV):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) & bool(mallopt(_M_ARENA_MAX, ARENAS))
 
 
 def rss_mb() -> float | None:
@@ -63,7 +85,7 @@ def release_memory() -> bool:
     if collect:
         gc.collect()
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
     if collect:

@@ -29,11 +29,12 @@ from pipeline.review import brief, decision, staging
 from pipeline.review.decision import Decision
 from pipeline.review.staging import Staged
 from pipeline.run import connections
-from pipeline.run.memory import release_memory
+from pipeline.run.memory import release_memory, tune_allocator
 from pipeline.store import layout
 from pipeline.store.storage import Store
 from pipeline.store.tables import get_json
 
+tune_allocator()  # every process that runs a stage imports this module (see pipeline.run.memory)
 log = logging.getLogger(__name__)
 
 #: What a param takes when a run is not given it (from the options table, ``pipeline.options``).

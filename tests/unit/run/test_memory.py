@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import platform
+import subprocess
+import sys
 import weakref
 
 import pytest
@@ -12,8 +14,25 @@ from pipeline.run import memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
-def test_glibc_trim_is_found() -> None:
-    assert memory._malloc_trim() is not None
+def test_glibc_trim_is_found_and_the_allocator_takes_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in memory._GLIBC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert memory._glibc("malloc_trim") is not None
+    memory.tune_allocator.cache_clear()
+    assert memory.tune_allocator(), "glibc accepted the fixed mmap threshold and the arena cap"
+    memory.tune_allocator.cache_clear()
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not memory.tune_allocator(), "the environment's own glibc settings win"
+    memory.tune_allocator.cache_clear()
+
+
+def test_every_stage_process_has_its_allocator_tuned() -> None:
+    script = (
+        "import pipeline.run.tasks; from pipeline.run import memory; memory.tune_allocator(); "
+        "print(memory.tune_allocator.cache_info().misses)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "1", "importing the tasks module tuned it: the second call did nothing"
 
 
 def _collections() -> list[int]:
