@@ -19,7 +19,7 @@ If GX cannot name the failing rows (the expectation raised), the outcome becomes
 let through unnamed. Results are turned into :mod:`pipeline.curate.outcomes` here.
 
 GX is imported lazily (it takes seconds), with its logger, warnings and progress bars silenced. A suite runs
-on a pandas frame through one ephemeral GX context, built once per process.
+on a pandas frame through an ephemeral GX context of its own, made for that validation.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def gx(module: str = "great_expectations") -> Any:
 def _batch_definition() -> Any:
     """A new ephemeral context's whole-frame batch definition (0.02 s). Not kept from one validation to the next:
     the context's execution engine caches every batch it loaded (the whole frame) and every metric it computed,
-    so a kept one held each validated frame for the life of the process (about 200 MB at 112k rows)."""
+    so a kept one held each validated frame for the life of the process."""
     with quiet():
         context = gx().get_context(mode="ephemeral")
         config_types = gx("great_expectations.data_context.types.base")
