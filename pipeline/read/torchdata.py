@@ -70,7 +70,7 @@ class _ProcessState:
     fs: pafs.S3FileSystem
     threads: ThreadPoolExecutor | None
     files: dict[int, pq.ParquetFile] = field(default_factory=dict)
-    cache: OrderedDict[int, tuple[list[str], pa.Array]] = field(default_factory=OrderedDict)
+    cache: OrderedDict[int, tuple[list[str], list[bytes | None]]] = field(default_factory=OrderedDict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     reads: int = 0
     hits: int = 0
@@ -141,7 +141,7 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
         if ids[row] != image_id:
             raise VerifyError(f"release {self.version}: its Parquet row holds {ids[row]} where the manifest puts "
                               f"{image_id}: run `cxr verify --release {self.version}`")  # fmt: skip
-        data = pixels[row].as_py()
+        data = pixels[row]
         if data is None:
             raise UsageError(f"image {image_id} has no small copy in release {self.version}: use image='full'")
         tensor = _decode(data)
@@ -183,8 +183,9 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
             state = self._state = _ProcessState(os.getpid(), _filesystem(self._config), threads)
         return state
 
-    def _row_group(self, group: int) -> tuple[list[str], pa.Array]:
-        """The ``image_id`` values and the pixel column of one row group, from this process's cache or the store."""
+    def _row_group(self, group: int) -> tuple[list[str], list[bytes | None]]:
+        """The ``image_id`` values and the PNGs of one row group, from this process's cache or the store (as Python
+        lists: one conversion a row group, not one Arrow scalar an item)."""
         state = self._process()
         with state.lock:
             if group in state.cache:
@@ -196,7 +197,7 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
                 state.files[file] = pq.ParquetFile(state.fs.open_input_file(self._files[file]))
             table = state.files[file].read_row_group(index, columns=["image_id", self._column])
             state.reads += 1
-            state.cache[group] = (table.column(0).to_pylist(), table.column(1).combine_chunks())
+            state.cache[group] = (table.column(0).to_pylist(), table.column(1).to_pylist())
             while len(state.cache) > self.cache_row_groups:
                 state.cache.popitem(last=False)
             return state.cache[group]
