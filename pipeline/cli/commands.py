@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.approve and not args.review:
         raise errors.UsageError("--approve answers the review of --review: add --review (or leave --approve out)")
     cfg = tasks.config_from_params(params, run_id=args.run_id or tasks.new_run_id())
-    summary = tasks.run_all(cfg, decide=_approve if args.approve else _ask_reviewer)
+    summary = tasks.run_all(cfg, decide=_approve if args.approve else _ask_reviewer, isolate=True)
     rejected = int((summary.get("review") or {}).get("decision") == "rejected")  # exit 1: nothing was published
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -162,7 +162,7 @@ def _add_option(parser: argparse.ArgumentParser, option: options.Option) -> None
 
 
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="run every stage in this process and publish a release")
+    p = sub.add_parser("run", help="run every stage (each in a child process, as Airflow runs tasks) and publish a release")
     for option in options.cli_options():
         _add_option(p, option)
     p.add_argument("--run-id", help="resume this run id (default: a new one)")

@@ -11,7 +11,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import options
 from pipeline.config import RunConfig
@@ -29,6 +29,7 @@ from pipeline.review import brief, decision, staging
 from pipeline.review.decision import Decision
 from pipeline.review.staging import Staged
 from pipeline.run import connections
+from pipeline.run.isolation import run_in_child
 from pipeline.run.memory import release_memory, tune_allocator
 from pipeline.store import layout
 from pipeline.store.storage import Store
@@ -36,6 +37,7 @@ from pipeline.store.tables import get_json
 
 tune_allocator()  # every process that runs a stage imports this module (see pipeline.run.memory)
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: What a param takes when a run is not given it (from the options table, ``pipeline.options``).
 PARAM_DEFAULTS: dict[str, Any] = options.PARAM_DEFAULTS
@@ -238,31 +240,47 @@ def _extract_all(cfg: RunConfig) -> list[dict[str, Any]]:
     return results
 
 
-def run_all(cfg: RunConfig, decide: Callable[[str], Decision] | None = None) -> dict[str, Any]:
-    """Run every stage in this process (``cxr run``); a dry run stops after the plan.
+def run_all(
+    cfg: RunConfig, decide: Callable[[str], Decision] | None = None, *, isolate: bool = False
+) -> dict[str, Any]:
+    """Run every stage (``cxr run``); a dry run stops after the plan.
 
     With review on, ``decide`` gets the reviewer's brief and returns a :class:`pipeline.review.decision.Decision`.
+    With ``isolate`` (what ``cxr run`` does) each stage runs in a child process of its own, as Airflow runs each
+    task (:mod:`pipeline.run.isolation`), so that the run peaks at its largest stage rather than at what every
+    stage left resident; without it, every stage runs in this process, with memory given back between them.
+    A review's staging, decision and conclusion run in this process (the decision may ask on this terminal).
 
     Returns ``publish_release``'s summary: ``version``, ``published``, ``counts``, ``quarantined`` (rows of
     ``quarantine.parquet``), ``quarantined_by_kind`` (images, box rows, split-list rows) and ``not_in_source``
     (Data_Entry rows, boxes and split-list names of images this source does not hold: a subset, not a loss).
     """
-    shard_results = _extract_all(cfg)
-    release_memory()  # each stage's leftovers go back to the system before the next (see pipeline.run.memory)
-    curated = curate_metadata(cfg)
-    release_memory()
-    planned = plan_or_preview(cfg, shard_results, curated)
-    release_memory()
+    stage = run_in_child if isolate else _here
+    shard_results = stage(_extract_all, cfg)
+    curated = stage(curate_metadata, cfg)
+    planned = stage(plan_or_preview, cfg, shard_results, curated)
     if not should_publish(cfg):
         return {key: value for key, value in planned.items() if key != "units"} | {"published": False}
-    for unit in planned["units"]:
-        convert_unit(cfg, unit)
-        release_memory()
+    stage(_convert_all, cfg, planned["units"])
     if not cfg.review:
-        return publish_release(cfg)
+        return stage(publish_release, cfg)
     if decide is None:
         raise UsageError("a run with review needs a reviewer: `cxr run --review` asks on the terminal")
     return _review_here(cfg, decide)
+
+
+def _here(stage: Callable[..., _T], *args: Any) -> _T:
+    """Run a stage in this process, then hand its leftovers back to the system (see pipeline.run.memory)."""
+    result = stage(*args)
+    release_memory()
+    return result
+
+
+def _convert_all(cfg: RunConfig, units: list[dict[str, Any]]) -> None:
+    """Convert every unit of the plan, one after the other, giving memory back after each."""
+    for unit in units:
+        convert_unit(cfg, unit)
+        release_memory()
 
 
 def _review_here(cfg: RunConfig, decide: Callable[[str], Decision]) -> dict[str, Any]:

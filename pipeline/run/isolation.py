@@ -1,0 +1,111 @@
+"""Running one stage of ``cxr run`` in a child process, so that a whole run peaks at its largest stage.
+
+A process that has run a stage keeps most of that stage's peak resident after it: the allocators hold the pages
+that a few surviving objects pin (docs/performance.md, Full scale). Airflow runs each task in a process of its own;
+``cxr run`` (:func:`pipeline.run.tasks.run_all` with ``isolate=True``) does the same with :func:`run_in_child`:
+the stage runs in a forked child, which hands back its JSON-able summary or its error and exits, and the pages go
+with it.
+
+What the caller sees is what it would see in one process: the stage's return value, or the same exception type with
+the same message (an exception that cannot be pickled comes back as a :class:`PipelineError` with its text). A
+child killed by a signal (SIGKILL from the OOM killer or the fault injection) takes the parent down with the same
+signal, so a killed stage looks to whoever started ``cxr run`` as a killed ``cxr run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn, TypeVar
+
+from pipeline import faults
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: How long a child may take to exit after it handed its answer back (it has nothing left to do).
+EXIT_WAIT_S = 30.0
+
+
+def run_in_child(stage: Callable[..., T], *args: Any) -> T:
+    """Call ``stage(*args)`` in a forked child process and return its result (it must pickle).
+
+    Raises:
+        BaseException: what the stage raised (its type and message), or a :class:`PipelineError` when the child
+            ended without an answer (its exit code named).
+    """
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(sender, stage, args), name=f"cxr-{_name(stage)}")
+    child.start()
+    sender.close()
+    try:
+        answer = _receive(receiver)
+    except BaseException:  # Ctrl-C reaches the child too (same process group); do not leave it behind
+        _stop(child)
+        raise
+    finally:
+        receiver.close()
+    child.join(EXIT_WAIT_S)
+    if answer is None:
+        _died(child, stage)
+    ok, value = answer
+    if ok:
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+def _child_main(sender: Connection, stage: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """In the child: run the stage, send ``(True, result)`` or ``(False, exception)`` back."""
+    faults.as_stage_child()
+    try:
+        answer: tuple[bool, Any] = (True, stage(*args))
+    except BaseException as exc:  # every outcome goes back to the parent, which raises it
+        answer = (False, _portable(exc))
+    sender.send(answer)
+    sender.close()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling as the same type with the same message, else a PipelineError with its text."""
+    try:
+        copy = pickle.loads(pickle.dumps(exc))  # noqa: S301 - this process's own object, round-tripped
+        if type(copy) is type(exc) and str(copy) == str(exc):
+            return exc
+    except Exception as failure:  # any failure to round-trip means: send its text instead
+        log.debug("%s does not pickle (%s): its text goes back instead", type(exc).__name__, failure)
+    return PipelineError(f"{type(exc).__name__}: {exc}")
+
+
+def _receive(receiver: Connection) -> tuple[bool, Any] | None:
+    """The child's answer, or None when it ended without one."""
+    try:
+        return receiver.recv()  # type: ignore[no-any-return]
+    except EOFError:
+        return None
+
+
+def _died(child: Any, stage: Callable[..., Any]) -> NoReturn:
+    """The child ended without an answer: die of its signal as it did, or raise naming its exit code."""
+    code = child.exitcode
+    if code is not None and code < 0:
+        log.error("the %s stage was killed by signal %d; so is this run", _name(stage), -code)
+        os.kill(os.getpid(), -code)  # a fatal signal ends this process here; one Python handles raises from here
+    raise PipelineError(f"the {_name(stage)} stage's process ended with exit code {code} before it answered")
+
+
+def _stop(child: Any) -> None:
+    """End a child that is still running (after the parent was interrupted)."""
+    child.join(EXIT_WAIT_S)
+    if child.is_alive():
+        child.terminate()
+        child.join(EXIT_WAIT_S)
+
+
+def _name(stage: Callable[..., Any]) -> str:
+    return getattr(stage, "__name__", "stage").lstrip("_")
