@@ -162,7 +162,7 @@ def _add_option(parser: argparse.ArgumentParser, option: options.Option) -> None
 
 
 def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="run every stage (each in a child process, as Airflow runs tasks) and publish a release")
+    p = sub.add_parser("run", help="run every stage (each in a process of its own) and publish a release")
     for option in options.cli_options():
         _add_option(p, option)
     p.add_argument("--run-id", help="resume this run id (default: a new one)")

@@ -153,6 +153,13 @@ def _worker_pool(workers: int, context: multiprocessing.context.BaseContext) -> 
     return pool
 
 
+def shutdown_workers() -> None:
+    """Stop this process's decoding workers (after its last unit: their memory goes back before publishing)."""
+    while _WORKERS:
+        _, pool = _WORKERS.popitem()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Processor:
     """Runs :func:`pipeline.convert.pixels.process_image` in the fetching threads, or in this process's pool of
     forked workers when images must be decoded (hashing, CRCs and the inflate of the decodability check release

@@ -54,6 +54,10 @@ def run_in_child(stage: Callable[..., T], *args: Any) -> T:
     child.join(EXIT_WAIT_S)
     if answer is None:
         _died(child, stage)
+    if child.is_alive():  # this process would wait for it when it exits: end it
+        log.warning("the %s stage's process answered but did not exit within %.0f s: ending it", _name(stage),
+                    EXIT_WAIT_S)  # fmt: skip
+        _stop(child)
     ok, value = answer
     if ok:
         return value  # type: ignore[no-any-return]
@@ -69,6 +73,16 @@ def _child_main(sender: Connection, stage: Callable[..., Any], args: tuple[Any, 
         answer = (False, _portable(exc))
     sender.send(answer)
     sender.close()
+    _end_children()
+
+
+def _end_children() -> None:
+    """End the processes the stage left running (a kept pool of decoding workers): at exit, multiprocessing waits
+    for every child before a pool's own shutdown would run, so the child would never end."""
+    for process in multiprocessing.active_children():
+        process.terminate()
+    for process in multiprocessing.active_children():
+        process.join(EXIT_WAIT_S)
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -100,11 +114,14 @@ def _died(child: Any, stage: Callable[..., Any]) -> NoReturn:
 
 
 def _stop(child: Any) -> None:
-    """End a child that is still running (after the parent was interrupted)."""
+    """End a child that is still running: SIGTERM, then SIGKILL."""
     child.join(EXIT_WAIT_S)
     if child.is_alive():
         child.terminate()
         child.join(EXIT_WAIT_S)
+    if child.is_alive():
+        child.kill()
+        child.join()
 
 
 def _name(stage: Callable[..., Any]) -> str:

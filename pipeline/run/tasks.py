@@ -277,10 +277,16 @@ def _here(stage: Callable[..., _T], *args: Any) -> _T:
 
 
 def _convert_all(cfg: RunConfig, units: list[dict[str, Any]]) -> None:
-    """Convert every unit of the plan, one after the other, giving memory back after each."""
-    for unit in units:
-        convert_unit(cfg, unit)
-        release_memory()
+    """Convert every unit of the plan, one after the other, giving memory back after each; then stop the decoding
+    workers the units shared."""
+    from pipeline.convert import pool
+
+    try:
+        for unit in units:
+            convert_unit(cfg, unit)
+            release_memory()
+    finally:
+        pool.shutdown_workers()
 
 
 def _review_here(cfg: RunConfig, decide: Callable[[str], Decision]) -> dict[str, Any]:

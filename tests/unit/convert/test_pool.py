@@ -107,3 +107,21 @@ def test_the_units_of_a_process_share_its_workers_and_a_dead_worker_is_replaced(
     data = IMAGES[0].read_bytes()
     row = {"sha256": hashlib.sha256(data).hexdigest(), "key": "k"}
     assert again.submit(row, data).result().small
+
+
+def test_shutting_the_workers_down_ends_their_processes_and_the_next_unit_forks_new_ones() -> None:
+    from pipeline.convert import pool
+
+    first = pool.Processor(20, True, 64)
+    assert first.pool is not None
+    workers = list(first.pool._processes.values())
+    assert workers
+    assert all(w.is_alive() for w in workers)
+    pool.shutdown_workers()
+    assert pool._WORKERS == {}
+    assert not any(w.is_alive() for w in workers), "every decoding worker ended"
+    again = pool.Processor(20, True, 64)
+    assert again.pool is not None
+    assert again.pool is not first.pool
+    data = IMAGES[0].read_bytes()
+    assert again.submit({"sha256": hashlib.sha256(data).hexdigest(), "key": "k"}, data).result().small

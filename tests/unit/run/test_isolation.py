@@ -3,18 +3,20 @@ and its memory goes with the child."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import resource
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import BlockingValidationError, PipelineError, StoreNotFoundError
-from pipeline.run.isolation import run_in_child
+from pipeline.run.isolation import EXIT_WAIT_S, run_in_child
 
 
 def _pid_and(value: int) -> tuple[int, int]:
@@ -58,9 +60,31 @@ def test_a_child_that_exits_without_an_answer_is_an_error_naming_its_exit_code()
         run_in_child(_exits, 3)
 
 
+def _leaves_a_pool_running() -> list[int]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    kept = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+    _KEPT.append(kept)  # as convert keeps its decoding workers for the next unit
+    return [kept.submit(os.getpid).result() for _ in range(4)]
+
+
+_KEPT: list[object] = []
+
+
+def test_a_stage_that_leaves_workers_running_still_ends_and_takes_them_along() -> None:
+    started = time.monotonic()
+    pids = run_in_child(_leaves_a_pool_running)
+    assert time.monotonic() - started < EXIT_WAIT_S, "the child ended at once, not after the parent's wait"
+    assert multiprocessing.active_children() == []
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in set(pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in set(pids)), "its workers ended with it"
+
+
 def _holds(megabytes: int) -> int:
     block = bytearray(megabytes << 20)
-    block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page: resident
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
     return len(block) >> 20
 
 
@@ -78,7 +102,7 @@ def test_the_stage_s_memory_is_the_child_s_not_the_caller_s() -> None:
 SCRIPT = """
 import os, sys
 from pipeline import faults
-from pipeline.run.isolation import run_in_child
+from pipeline.run.isolation import EXIT_WAIT_S, run_in_child
 
 def stage():
     faults.point("store.put")
