@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn, TypeVar
@@ -58,19 +59,24 @@ def run_in_child(stage: Callable[..., T], *args: Any) -> T:
         log.warning("the %s stage's process answered but did not exit within %.0f s: ending it", _name(stage),
                     EXIT_WAIT_S)  # fmt: skip
         _stop(child)
-    ok, value = answer
+    ok, value, where = answer
     if ok:
         return value  # type: ignore[no-any-return]
-    raise value
+    raise value from ChildTraceback(where)
+
+
+class ChildTraceback(Exception):
+    """The traceback of a stage's error as the child printed it (the ``__cause__`` of the error raised here, so that
+    a bug's log shows where in the stage it happened)."""
 
 
 def _child_main(sender: Connection, stage: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """In the child: run the stage, send ``(True, result)`` or ``(False, exception)`` back."""
+    """In the child: run the stage, send ``(True, result, "")`` or ``(False, exception, its traceback)`` back."""
     faults.as_stage_child()
     try:
-        answer: tuple[bool, Any] = (True, stage(*args))
+        answer: tuple[bool, Any, str] = (True, stage(*args), "")
     except BaseException as exc:  # every outcome goes back to the parent, which raises it
-        answer = (False, _portable(exc))
+        answer = (False, _portable(exc), traceback.format_exc())
     sender.send(answer)
     sender.close()
     _end_children()
@@ -96,7 +102,7 @@ def _portable(exc: BaseException) -> BaseException:
     return PipelineError(f"{type(exc).__name__}: {exc}")
 
 
-def _receive(receiver: Connection) -> tuple[bool, Any] | None:
+def _receive(receiver: Connection) -> tuple[bool, Any, str] | None:
     """The child's answer, or None when it ended without one."""
     try:
         return receiver.recv()  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import BlockingValidationError, PipelineError, StoreNotFoundError
-from pipeline.run.isolation import EXIT_WAIT_S, run_in_child
+from pipeline.run.isolation import EXIT_WAIT_S, ChildTraceback, run_in_child
 
 
 def _pid_and(value: int) -> tuple[int, int]:
@@ -38,6 +38,14 @@ def test_the_stage_s_error_comes_back_with_its_type_and_message() -> None:
         run_in_child(_raises, StoreNotFoundError("bucket cxr-x does not exist"))
     with pytest.raises(BlockingValidationError, match="3 rows"):
         run_in_child(_raises, BlockingValidationError("3 rows break the suite", report={"rows": 3}))
+
+
+def test_a_bug_in_the_stage_keeps_the_child_s_traceback_as_its_cause() -> None:
+    with pytest.raises(KeyError, match="'labels'") as caught:
+        run_in_child(_raises, KeyError("labels"))
+    cause = caught.value.__cause__
+    assert isinstance(cause, ChildTraceback)
+    assert "in _raises" in str(cause), "the log names the stage's own frame, where the bug is"
 
 
 class _Unpicklable(PipelineError):
@@ -102,7 +110,7 @@ def test_the_stage_s_memory_is_the_child_s_not_the_caller_s() -> None:
 SCRIPT = """
 import os, sys
 from pipeline import faults
-from pipeline.run.isolation import EXIT_WAIT_S, run_in_child
+from pipeline.run.isolation import EXIT_WAIT_S, ChildTraceback, run_in_child
 
 def stage():
     faults.point("store.put")
