@@ -9,15 +9,20 @@ with it.
 What the caller sees is what it would see in one process: the stage's return value, or the same exception type with
 the same message (an exception that cannot be pickled comes back as a :class:`PipelineError` with its text). A
 child killed by a signal (SIGKILL from the OOM killer or the fault injection) takes the parent down with the same
-signal, so a killed stage looks to whoever started ``cxr run`` as a killed ``cxr run``.
+signal, so a killed stage looks to whoever started ``cxr run`` as a killed ``cxr run``; and a child dies when its
+parent does (a ``cxr run`` killed by its user leaves no stage running on).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import pickle
+import platform
+import signal
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -31,6 +36,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: How long a child may take to exit after it handed its answer back (it has nothing left to do).
 EXIT_WAIT_S = 30.0
+#: How long a process the stage left running may take to end on SIGTERM before it is killed.
+_CHILD_END_S = 5.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_in_child(stage: Callable[..., T], *args: Any) -> T:
@@ -42,7 +50,7 @@ def run_in_child(stage: Callable[..., T], *args: Any) -> T:
     """
     context = multiprocessing.get_context("fork")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(sender, stage, args), name=f"cxr-{_name(stage)}")
+    child = context.Process(target=_child_main, args=(sender, os.getpid(), stage, args), name=f"cxr-{_name(stage)}")
     child.start()
     sender.close()
     try:
@@ -70,8 +78,10 @@ class ChildTraceback(Exception):
     a bug's log shows where in the stage it happened)."""
 
 
-def _child_main(sender: Connection, stage: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """In the child: run the stage, send ``(True, result, "")`` or ``(False, exception, its traceback)`` back."""
+def _child_main(sender: Connection, parent: int, stage: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """In the child: run the stage, send ``(True, result, "")`` or ``(False, exception, its traceback)`` back, end
+    what the stage left running, and exit at once (the answer is sent; no exit handler has anything left to do)."""
+    _die_with(parent)
     faults.as_stage_child()
     try:
         answer: tuple[bool, Any, str] = (True, stage(*args), "")
@@ -80,15 +90,35 @@ def _child_main(sender: Connection, stage: Callable[..., Any], args: tuple[Any, 
     sender.send(answer)
     sender.close()
     _end_children()
+    logging.shutdown()  # flush what the stage logged
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this child when its parent dies (``PR_SET_PDEATHSIG``): a ``cxr run`` killed or
+    stopped by its user takes its running stage along, as one process would. Linux only; elsewhere nothing."""
+    if platform.system() != "Linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        log.warning("this stage will not die with its parent: prctl failed (errno %d)", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent died before the prctl took effect
+        os._exit(1)
 
 
 def _end_children() -> None:
-    """End the processes the stage left running (a kept pool of decoding workers): at exit, multiprocessing waits
-    for every child before a pool's own shutdown would run, so the child would never end."""
-    for process in multiprocessing.active_children():
+    """End the processes the stage left running (a kept pool of decoding workers): at exit, multiprocessing would
+    wait for every child, and a pool's workers end only when the pool is shut down."""
+    children = multiprocessing.active_children()
+    for process in children:
         process.terminate()
-    for process in multiprocessing.active_children():
-        process.join(EXIT_WAIT_S)
+    for process in children:
+        process.join(_CHILD_END_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _portable(exc: BaseException) -> BaseException:

@@ -82,7 +82,7 @@ _KEPT: list[object] = []
 def test_a_stage_that_leaves_workers_running_still_ends_and_takes_them_along() -> None:
     started = time.monotonic()
     pids = run_in_child(_leaves_a_pool_running)
-    assert time.monotonic() - started < EXIT_WAIT_S, "the child ended at once, not after the parent's wait"
+    assert time.monotonic() - started < EXIT_WAIT_S, "the child ended at once: the parent did not have to end it"
     assert multiprocessing.active_children() == []
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() for pid in set(pids)) and time.monotonic() < deadline:
@@ -155,3 +155,36 @@ def test_a_fault_in_a_stage_child_kills_the_group_its_parent_leads(tmp_path: Pat
     assert done.returncode == -signal.SIGKILL, "the parent died with the child's group, as one process would"
     assert done.stdout == ""
     assert "killed by signal" not in done.stderr, "the group went at once: the parent had no time to report"
+
+
+ORPHAN = """
+import os, sys, time
+from pipeline.run.isolation import run_in_child
+
+def stage(path):
+    with open(path, "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(120)
+
+run_in_child(stage, sys.argv[1])
+"""
+
+
+def test_a_stage_dies_when_its_parent_is_killed(tmp_path: Path) -> None:
+    script, marker = tmp_path / "orphan.py", tmp_path / "child.pid"
+    script.write_text(ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script), str(marker)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child = int(marker.read_text())
+        parent.kill()  # as a user's `kill -9` of cxr: only the parent gets the signal
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{child}").exists(), "the stage did not run on without its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
