@@ -97,8 +97,8 @@ def _child_main(sender: Connection, parent: int, stage: Callable[..., Any], args
 
 
 def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this child when its parent dies (``PR_SET_PDEATHSIG``): a ``cxr run`` killed or
-    stopped by its user takes its running stage along, as one process would. Linux only; elsewhere nothing."""
+    """Have the kernel SIGKILL this child when its parent dies (``PR_SET_PDEATHSIG``): a ``cxr run`` killed by
+    its user takes its running stage along, as one process would. Linux only; elsewhere nothing."""
     if platform.system() != "Linux":
         return
     libc = ctypes.CDLL(None, use_errno=True)
