@@ -30,6 +30,8 @@ def _fastest_zlib() -> Any:
 
 
 _zlib = _fastest_zlib()
+#: The zlib module this project inflates, deflates and computes CRC-32s and Adler-32s with (ISA-L's where installed).
+ZLIB: Any = _zlib
 #: What either inflater raises on a damaged stream.
 _ZLIB_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 
@@ -292,3 +294,15 @@ def _inflate_scanlines(
         if pieces is not None:
             pieces.append(piece)
     return produced, pending
+
+
+def gray8_png(width: int, height: int, image_data: bytes) -> bytes:
+    """A complete PNG of an 8-bit grayscale, non-interlaced image from its zlib-compressed image data (the filtered
+    scanlines): signature, IHDR, one IDAT and IEND, each chunk with its CRC."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = _zlib.crc32(body, _zlib.crc32(kind))
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)

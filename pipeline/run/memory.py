@@ -13,6 +13,9 @@ stage) makes glibc serve every allocation of 4 MiB or more by ``mmap``, so that 
 and caps its arenas at 2. By default glibc raises that threshold to the largest block freed so far (a 16 MiB upload
 part), after which such blocks come from per-thread arenas that fragment: a one-process run of 40,000 rows peaked
 at 634 MB before (and a collection after every unit) and at 525 MB with it (docs/performance.md, Full scale).
+It also keeps up to 64 MiB of free heap instead of 128 KiB before it shrinks the heap (``M_TRIM_THRESHOLD``): an
+image's buffers (1-3 MB each, several per image) are then reused instead of given back and faulted in again,
+which took a tenth of a conversion's CPU; :func:`release_memory` still gives it all back between units and stages.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import pyarrow as pa
 COLLECT_GROWTH_MB = 64.0
 #: Allocations of this size or more are mmapped (glibc's ``M_MMAP_THRESHOLD``, kept fixed) ...
 MMAP_THRESHOLD_BYTES = 4 << 20  # above a full-size PNG (about 1-3 MB), below an upload part (16 MiB)
-#: ... and glibc keeps at most this many arenas (``M_ARENA_MAX``).
+#: ... glibc keeps at most this many arenas (``M_ARENA_MAX``) ...
 ARENAS = 2
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # glibc's malloc.h
-_GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+#: ... and shrinks a heap only when this much of it is free at its top (``M_TRIM_THRESHOLD``).
+TRIM_THRESHOLD_BYTES = 64 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
+_GLIBC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 @dataclass
@@ -58,12 +63,19 @@ def _glibc(name: str) -> Callable[..., int] | None:
 
 @functools.cache
 def tune_allocator() -> bool:
-    """Set glibc's fixed mmap threshold and arena cap for this process (once); return whether glibc took both.
-    Settings of the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``, ``GLIBC_TUNABLES``) win."""
+    """Set glibc's fixed mmap and trim thresholds and its arena cap for this process (once); return whether glibc
+    took all three. Settings of the environment (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_ARENA_MAX``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``GLIBC_TUNABLES``) win."""
     mallopt = _glibc("mallopt")
     if mallopt is None or any(name in os.environ for name in _GLIBC_ENV):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) & bool(mallopt(_M_ARENA_MAX, ARENAS))
+    settings = (
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+        (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+        (_M_ARENA_MAX, ARENAS),
+    )
+    taken = [bool(mallopt(option, value)) for option, value in settings]  # every one set, also after a refusal
+    return all(taken)
 
 
 def rss_mb() -> float | None:

@@ -278,8 +278,9 @@ def _here(stage: Callable[..., _T], *args: Any) -> _T:
 
 def _convert_all(cfg: RunConfig, units: list[dict[str, Any]]) -> None:
     """Convert every unit of the plan, one after the other, giving memory back after each; then stop the decoding
-    workers the units shared."""
+    workers and drop the upload part buffers the units shared."""
     from pipeline.convert import pool
+    from pipeline.store.multipart import PARTS
 
     try:
         for unit in units:
@@ -287,6 +288,7 @@ def _convert_all(cfg: RunConfig, units: list[dict[str, Any]]) -> None:
             release_memory()
     finally:
         pool.shutdown_workers()
+        PARTS.clear()
 
 
 def _review_here(cfg: RunConfig, decide: Callable[[str], Decision]) -> dict[str, Any]:
