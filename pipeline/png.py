@@ -1,9 +1,11 @@
-"""What the project knows about the PNG format: headers, chunk integrity, trailing bytes, decodability.
+"""What the project knows about the PNG format: headers, chunk integrity, trailing bytes, decodability, and the
+8-bit gray layout it writes and reads back fast.
 
-Structure only, never pixels (decoding and converting are :mod:`pipeline.convert.pixels`), so ingest can check
-every member cheaply: a walk over the chunk CRCs costs well under 1 ms, a decode 10-14 ms. Before publication
-every image is proven decodable by :func:`check_decodable` (an inflate of its pixel data, about half a decode; a
-Pillow decode alone does not prove it).
+Structure, not images (converting is :mod:`pipeline.convert.pixels`), so ingest can check every member cheaply: a
+walk over the chunk CRCs costs well under 1 ms, a decode 10-14 ms. Before publication every image is proven
+decodable by :func:`check_decodable` (an inflate of its pixel data, about half a decode; a Pillow decode alone
+does not prove it). The 256 px copies are written by :func:`encode_gray8` (every row Up-filtered) and read back by
+:func:`decode_gray8`, which undoes that filter with one vectorised sum and hands any other filter to Pillow.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from pipeline.errors import ImageError, UndecodableImageError
@@ -30,8 +33,6 @@ def _fastest_zlib() -> Any:
 
 
 _zlib = _fastest_zlib()
-#: The zlib module this project inflates, deflates and computes CRC-32s and Adler-32s with (ISA-L's where installed).
-ZLIB: Any = _zlib
 #: What either inflater raises on a damaged stream.
 _ZLIB_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _zlib.error)
 
@@ -273,8 +274,6 @@ def _inflate_scanlines(
 ) -> tuple[int, bytes]:
     """Inflate up to ``expected`` bytes in pieces, checking each scanline's filter type; return (bytes, rest).
     Each piece is appended to ``pieces`` when given."""
-    import numpy as np
-
     starts = np.fromiter((start for start, _ in rows), dtype=np.int64, count=len(rows))
     pending, produced = stream, 0
     while produced < expected:
@@ -296,13 +295,106 @@ def _inflate_scanlines(
     return produced, pending
 
 
-def gray8_png(width: int, height: int, image_data: bytes) -> bytes:
-    """A complete PNG of an 8-bit grayscale, non-interlaced image from its zlib-compressed image data (the filtered
-    scanlines): signature, IHDR, one IDAT and IEND, each chunk with its CRC."""
+def encode_gray8(pixels: np.ndarray) -> bytes:
+    """A PNG of an 8-bit gray image (a 2-D uint8 array), every row filtered with Up (the row above subtracted) and
+    deflated at level 1 (ISA-L's where installed): a tenth of Pillow's encode at ``compress_level=1`` (0.24 ms
+    against 2.3 for a 256 px NIH image), a few percent smaller, and :func:`decode_gray8` undoes it in one sum.
+
+    Raises:
+        ValueError: ``pixels`` is not a 2-D uint8 array.
+    """
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ValueError(f"encode_gray8 takes a 2-D uint8 array, not {pixels.ndim}-D {pixels.dtype}")
+    height, width = pixels.shape
+    rows = np.empty((height, width + 1), dtype=np.uint8)
+    rows[:, 0] = _FILTER_UP
+    rows[0, 1:] = pixels[0]  # the row above the first is zeros
+    np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps modulo 256, as PNG's does
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", image_data) + _chunk(b"IEND", b"")
+    idat = _zlib.compress(rows.data, 1)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+_FILTER_NONE, _FILTER_UP = 0, 2
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
     crc = _zlib.crc32(body, _zlib.crc32(kind))
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def decode_gray8(data: bytes) -> np.ndarray | None:
+    """The pixels (a height x width uint8 array) of an 8-bit gray, non-interlaced PNG; None for any other PNG, or
+    one whose pixel data does not inflate to its size (the caller decodes it with Pillow, which says what is wrong).
+
+    The pixel data is inflated by ISA-L where installed (0.10 ms for a 256 px copy against zlib's 0.14). Rows all
+    filtered with Up (:func:`encode_gray8`'s) are undone by a prefix sum down the image (:func:`_sum_down`): about
+    0.16 ms for a 256 px copy against Pillow's 0.45 (machine busy: 0.19 against 0.68). Any other filter (the NIH
+    originals use Paeth and Average) is undone by Pillow's decoder, fed the inflated rows in stored deflate blocks
+    (:func:`stored_stream`): about a sixth less than Pillow alone for a 1024 px image.
+    """
+    found = _gray8_rows(data)
+    if found is None:
+        return None
+    width, height, rows = found
+    table = np.frombuffer(rows, dtype=np.uint8).reshape(height, width + 1)
+    filters = table[:, 0]
+    if not np.isin(filters, (_FILTER_NONE, _FILTER_UP)).all():
+        unfiltered = Image.frombytes("L", (width, height), stored_stream(rows), "zip", "L")
+        return np.asarray(unfiltered, dtype=np.uint8)
+    pixels = table[:, 1:].copy()
+    if (filters == _FILTER_UP).all():
+        return _sum_down(pixels)
+    for row in np.flatnonzero(filters == _FILTER_UP):  # a mix of None and Up: row by row, top down
+        if row:
+            np.add(pixels[row], pixels[row - 1], out=pixels[row])
+    return pixels
+
+
+def _sum_down(rows: np.ndarray) -> np.ndarray:
+    """Each row plus every row above it, modulo 256 (Up undone), in place: log2(height) vectorised steps, each
+    adding the rows ``step`` above (4.5x numpy's ``cumsum`` down a 256 px image, which walks it column by column)."""
+    step = 1
+    while step < len(rows):
+        rows[step:] += rows[:-step]  # numpy buffers the overlap: every row gets the old values above it
+        step *= 2
+    return rows
+
+
+def _gray8_rows(data: bytes) -> tuple[int, int, bytes] | None:
+    """Width, height and inflated rows of an 8-bit gray, non-interlaced PNG whose pixel data inflates to exactly
+    its size; None otherwise."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, color, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if (depth, color, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not width or not height:
+        return None
+    try:
+        stream, _ = _first_idat_run(data)
+        rows: bytes = _zlib.decompress(stream)
+    except _DECODE_ERRORS:
+        return None
+    return (width, height, rows) if len(rows) == height * (width + 1) else None
+
+
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (UndecodableImageError, *_ZLIB_ERRORS)
+
+
+def stored_stream(data: bytes) -> bytes:
+    """``data`` as a zlib stream of stored (uncompressed) deflate blocks: what ``zlib.compress(data, 0)`` makes, in a
+    sixteenth of its time (one copy, and ISA-L's Adler-32; zlib's level 0 took 1.5 ms a full-size image). Pillow's
+    PNG decoder fed these blocks only unfilters the rows."""
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = [_ZLIB_HEADER]
+    for start in range(0, len(data), _STORED_BLOCK):
+        block = view[start : start + _STORED_BLOCK]
+        final = int(start + len(block) >= len(data))
+        pieces += [struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF), block]
+    if not data:
+        pieces.append(b"\x01\x00\x00\xff\xff")  # one empty final block
+    pieces.append(struct.pack(">I", _zlib.adler32(data)))
+    return b"".join(pieces)
+
+
+_ZLIB_HEADER = b"\x78\x01"  # deflate, 32 KiB window, no dictionary, "fastest" (the header check holds)
+_STORED_BLOCK = 0xFFFF  # the largest stored block

