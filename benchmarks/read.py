@@ -14,9 +14,9 @@ decoded into a uint8 tensor, by:
 - **ceiling**: the same ``DataLoader`` over the split's PNGs held in memory, decoded as ours are (no store, no
   fetch): what the loader's own workers, collation and IPC leave of the floor on these cores;
 - **floor**, measured in the same run: with the store on machines of its own, the slower of the decode CPU per image
-  (one core, Pillow) over the cores and the store's GET throughput (the shards fetched 8 at a time) over the bytes
-  per image; with the store on these cores (as here), decode CPU plus the GETs' CPU per image (client and
-  SeaweedFS) over the cores. Ratios are to the second.
+  (one core, with the fastest decoder here: ``torch_dataset``'s ``decode_png``) over the cores and the store's GET
+  throughput (the shards fetched 8 at a time) over the bytes per image; with the store on these cores (as here),
+  decode CPU plus the GETs' CPU per image (client and SeaweedFS) over the cores. Ratios are to the second.
 
 Each reader's figure is its throughput over whole passes after the first (which starts the workers:
 ``persistent_workers``), as many as take ``CXR_BENCH_READ_SECONDS`` (default 3; at least one pass): one pass of the
@@ -53,7 +53,11 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = int(os.environ.get("CXR_BENCH_READ_IMAGES", "800"))
 REPEAT = int(os.environ.get("CXR_BENCH_REPEAT", "3"))
 WORKERS = int(os.environ.get("CXR_BENCH_READ_WORKERS", "2"))
-BATCH = 16
+#: Batch size per image kind (``CXR_BENCH_READ_BATCH``: full,small): what training at that resolution takes on one
+#: GPU, 16 images of 1024 px and 64 of 256 px.
+BATCH = dict(
+    zip(("full", "small"), (int(n) for n in os.environ.get("CXR_BENCH_READ_BATCH", "16,64").split(",")), strict=True)
+)
 #: Seconds of timed passes per reader and size (at least one pass): the small copy's 580 images take 0.3 s a pass.
 MIN_SECONDS = float(os.environ.get("CXR_BENCH_READ_SECONDS", "3"))
 BENCH_DIR = Path(os.environ.get("CXR_BENCH_DIR", ROOT / ".cxr" / "bench"))
@@ -78,6 +82,7 @@ def _publish(src: Path) -> None:
 
 
 def _tensor(png: bytes) -> Any:
+    """A PNG decoded by Pillow into a uint8 tensor, as the README's WebDataset and Parquet recipes do."""
     import torch
 
     with Image.open(io.BytesIO(png)) as image:
@@ -105,7 +110,7 @@ def _webdataset(release: Release, size: str, plain: bool = False) -> Any:
     else:
         member = "png" if size == "full" else "small.png"
         data = wds.WebDataset(urls, shardshuffle=False, empty_check=False).to_tuple(member).map(lambda s: _tensor(s[0]))
-    return DataLoader(data, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True)
+    return DataLoader(data, batch_size=BATCH[size], num_workers=WORKERS, persistent_workers=True)
 
 
 def _pil_tensor(image: Image.Image) -> Any:
@@ -154,8 +159,10 @@ def _torch_dataset(release: Release, size: str, threads: int = 2) -> Any:
     from pipeline.read.torchdata import resumable_sampler
 
     dataset = release.torch_dataset(SPLIT, image=size, decode_threads=threads)
-    sampler = resumable_sampler(dataset, seed=0, batch_size=BATCH, num_workers=WORKERS)  # each worker, its row groups
-    return DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=WORKERS, persistent_workers=True)
+    sampler = resumable_sampler(
+        dataset, seed=0, batch_size=BATCH[size], num_workers=WORKERS
+    )  # each worker, its row groups
+    return DataLoader(dataset, batch_size=BATCH[size], sampler=sampler, num_workers=WORKERS, persistent_workers=True)
 
 
 def _hf_streaming(release: Release, size: str) -> Any:
@@ -172,12 +179,14 @@ def _hf_streaming(release: Release, size: str) -> Any:
     )[SPLIT].select_columns([column])  # fmt: skip
     data = data.cast_column(column, HFImage()).map(lambda row: {"pixels": _pil_tensor(row[column])})
     pixels = data.select_columns(["pixels"]).with_format("torch")
-    return DataLoader(pixels, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True)
+    return DataLoader(pixels, batch_size=BATCH[size], num_workers=WORKERS, persistent_workers=True)
 
 
 def _in_memory(release: Release, size: str) -> Any:
     """The ceiling of a ``DataLoader`` here: the split's PNGs held in memory (no store), decoded as ours are."""
     from torch.utils.data import DataLoader, Dataset
+
+    from pipeline.read.torchdata import decode_png
 
     column = "image" if size == "full" else "image_small"
     pngs = release.dataset(SPLIT).to_table(columns=[column]).column(0).to_pylist()
@@ -187,9 +196,9 @@ def _in_memory(release: Release, size: str) -> Any:
             return len(pngs)
 
         def __getitem__(self, i: int) -> Any:
-            return _tensor(pngs[i])
+            return decode_png(pngs[i])
 
-    return DataLoader(Held(), batch_size=BATCH, num_workers=WORKERS, persistent_workers=True)
+    return DataLoader(Held(), batch_size=BATCH[size], num_workers=WORKERS, persistent_workers=True)
 
 
 PATHS: dict[str, Callable[[Release, str], Any]] = {
@@ -223,11 +232,13 @@ def _timed(make: Callable[[Release, str], Any], release: Release, size: str, exp
 def _decode_s(release: Release, size: str) -> float:
     """CPU seconds per image to decode one image of this size (one core), on the release's own bytes: the split's
     images in turn, for at least a second of CPU."""
+    from pipeline.read.torchdata import decode_png
+
     column = "image" if size == "full" else "image_small"
     pngs = release.dataset(SPLIT).to_table(columns=[column]).column(0).to_pylist()
     start, done = time.process_time(), 0
     while time.process_time() - start < 1.0:
-        _tensor(pngs[done % len(pngs)])
+        decode_png(pngs[done % len(pngs)])  # the fastest decoder this project has (torch_dataset's)
         done += 1
     return (time.process_time() - start) / done
 
@@ -310,8 +321,9 @@ def run() -> dict[str, Any]:
         rates, floors, figures = _measure(info, peers)
     rows = _rows(rates, floors)
     notes = [
-        f"{figures['images']} {SPLIT} images of 1024x1024 (+256 px copy), {WORKERS} DataLoader workers, {CORES} "
-        f"cores, store GET {figures['get_mb_s']:.0f} MB/s, median of {REPEAT} interleaved rounds"
+        f"{figures['images']} {SPLIT} images of 1024x1024 (+256 px copy), {WORKERS} DataLoader workers, batches of "
+        f"{BATCH['full']} full and {BATCH['small']} small images, {CORES} cores, store GET "
+        f"{figures['get_mb_s']:.0f} MB/s, median of {REPEAT} interleaved rounds"
     ]
     for size in SIZES:
         ours = max(

@@ -52,7 +52,8 @@ try:
 except ImportError as exc:  # pragma: no cover - the consumers' extra installs torch
     raise UsageError("the PyTorch dataset needs PyTorch: pip install torch (in the `consumers` extra)") from exc
 
-__all__ = ["ReleaseDataset", "ResumableSampler", "resumable_sampler"]  # the sampler lives in its own module
+#: The sampler lives in its own module (re-exported here); ``decode_png`` is what each item is decoded with.
+__all__ = ["ReleaseDataset", "ResumableSampler", "decode_png", "resumable_sampler"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class ReleaseDataset(Dataset[dict[str, Any]]):
         data = pixels[row]
         if data is None:
             raise UsageError(f"image {image_id} has no small copy in release {self.version}: use image='full'")
-        tensor = _decode(data)
+        tensor = decode_png(data)
         image = tensor if self.transform is None else self.transform(tensor)
         return {"image_id": image_id, "image": image, "labels": torch.from_numpy(self._labels[i].copy())}
 
@@ -210,7 +211,7 @@ def _filesystem(config: StoreConfig) -> pafs.S3FileSystem:
                              region=config.region, endpoint_override=config.endpoint_url)  # fmt: skip
 
 
-def _decode(data: bytes) -> torch.Tensor:
+def decode_png(data: bytes) -> torch.Tensor:
     """A PNG as a uint8 tensor of shape 1 x H x W (8-bit grayscale, as the release stores it): by
     :func:`pipeline.png.decode_gray8` (2.5-3.5x Pillow's speed for the small copy, 1.2x for a full image), or by Pillow
     for a PNG of another layout."""

@@ -31,7 +31,7 @@ from pipeline import nih
 from pipeline.dev.stack import StackInfo
 from pipeline.errors import UsageError
 from pipeline.read.client import Release, ReleaseClient
-from pipeline.read.torchdata import ReleaseDataset, resumable_sampler
+from pipeline.read.torchdata import ReleaseDataset, decode_png, resumable_sampler
 from tests.integration import releases
 
 pytestmark = pytest.mark.integration
@@ -281,3 +281,18 @@ class Counting(ReleaseDataset):
         item = super().__getitem__(i)
         worker = torch.utils.data.get_worker_info()
         return {**item, "index": i, "worker": -1 if worker is None else worker.id, "reads": self.cache_info()["reads"]}
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "I;16"])
+def test_decode_png_gives_gray8_pixels_whatever_the_pngs_layout(mode: str) -> None:
+    gray = np.random.default_rng(3).integers(0, 256, (24, 40), dtype=np.uint8)
+    image = Image.fromarray(gray, mode="L")
+    image = image.convert("RGB") if mode == "RGB" else image.convert("I;16") if mode == "I;16" else image
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    tensor = decode_png(out.getvalue())
+    assert tensor.dtype == torch.uint8
+    assert tuple(tensor.shape) == (1, 24, 40)
+    with Image.open(io.BytesIO(out.getvalue())) as img:
+        expected = np.array(img if img.mode == "L" else img.convert("L"), dtype=np.uint8)
+    assert np.array_equal(tensor[0].numpy(), expected)
