@@ -341,7 +341,7 @@ def decode_gray8(data: bytes) -> np.ndarray | None:
     filters = table[:, 0]
     if not np.isin(filters, (_FILTER_NONE, _FILTER_UP)).all():
         unfiltered = Image.frombytes("L", (width, height), stored_stream(rows), "zip", "L")
-        return np.asarray(unfiltered, dtype=np.uint8)
+        return np.array(unfiltered, dtype=np.uint8)  # a writable copy (np.asarray gives a read-only view)
     pixels = table[:, 1:].copy()
     if (filters == _FILTER_UP).all():
         return _sum_down(pixels)

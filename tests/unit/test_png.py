@@ -286,7 +286,10 @@ def test_our_gray8_layout_round_trips_every_pixel_and_passes_every_check(shape: 
     assert (info.width, info.height, info.mode) == (shape[1], shape[0], "L")
     images.check_decodable(data, info)
     assert np.array_equal(_pillow_pixels(data), gray), "any PNG reader gets the pixels back"
-    assert np.array_equal(images.decode_gray8(data), gray), "and so does our own fast path"
+    ours = images.decode_gray8(data)
+    assert ours is not None
+    assert np.array_equal(ours, gray), "and so does our own fast path"
+    assert ours.flags.writeable
     with pytest.raises(ValueError, match="2-D uint8"):
         images.encode_gray8(gray.astype(np.uint16))
 
@@ -307,7 +310,10 @@ def test_fast_decode_equals_pillow_whatever_the_row_filters(kinds: str) -> None:
 def test_fast_decode_of_real_images_equals_pillow_and_leaves_other_layouts_to_it() -> None:
     for path in REAL[:3]:
         data = path.read_bytes()
-        assert np.array_equal(images.decode_gray8(data), _pillow_pixels(data)), path.name
+        pixels = images.decode_gray8(data)
+        assert pixels is not None
+        assert np.array_equal(pixels, _pillow_pixels(data)), path.name
+        assert pixels.flags.writeable, "a tensor made from it may be changed in place (a transform)"
     out = io.BytesIO()
     Image.new("RGB", (8, 8)).save(out, format="PNG")
     interlaced = build_png(16, 16, adam7_rows(16, 16), interlace=1)
