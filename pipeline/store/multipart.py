@@ -87,9 +87,9 @@ class PartBuffers:
         return bytearray(size)
 
     def give(self, buffer: bytearray) -> None:
-        """Return a buffer no one uses any more."""
+        """Return a buffer no one uses any more (one already given back is not kept twice)."""
         with self._lock:
-            if len(self._free) < self.keep:
+            if len(self._free) < self.keep and all(kept is not buffer for kept in self._free):
                 self._free.append(buffer)
 
     def clear(self) -> None:
@@ -152,11 +152,13 @@ class MultipartWriter(io.RawIOBase):
         body, self._buffer = self._buffer, None
         hashed = self._digest(body)
         sent = self._send(body)
-        pending = {hashed, sent}
+        lock, left = threading.Lock(), [2]
 
-        def done(future: Future[Any]) -> None:
-            pending.discard(future)
-            if not pending and not sent.cancelled() and not hashed.cancelled():
+        def done(_: Future[Any]) -> None:  # runs in the hasher's and the uploader's threads, maybe at once
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last and not sent.cancelled() and not hashed.cancelled():
                 PARTS.give(body)
 
         for future in (hashed, sent):

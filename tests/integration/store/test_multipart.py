@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import StoreConfig
 from pipeline.dev.stack import StackInfo
-from pipeline.store.multipart import MultipartWriter
+from pipeline.store.multipart import MultipartWriter, PartBuffers
 from pipeline.store.storage import Store
 
 pytestmark = pytest.mark.integration
@@ -118,3 +118,19 @@ def test_writers_one_after_another_reuse_the_part_buffers(store: Store) -> None:
     assert store.get_bytes("second.bin") == b"".join(pieces)
     pages = 24 * MIB // 4096
     assert written[1] < pages // 4, f"page faults per object: {written}, of {pages} pages written"
+
+
+def test_a_part_buffer_is_handed_to_one_writer_at_a_time() -> None:
+    """Given back twice (two threads finishing its upload and its hashing at once), a buffer is still kept once:
+    two writers filling the same buffer would mix their bytes."""
+    parts = PartBuffers(keep=3)
+    one, two = parts.take(16), parts.take(16)
+    assert one is not two
+    parts.give(one)
+    parts.give(one)
+    taken = [parts.take(16), parts.take(16)]
+    assert taken[0] is one
+    assert taken[1] is not one, "the second take is a new buffer, not the same one again"
+    for buffer in (*taken, two, bytearray(16)):
+        parts.give(buffer)
+    assert len({id(parts.take(16)) for _ in range(4)}) == 4, "at most `keep` kept, each once"
