@@ -369,12 +369,15 @@ def _gray8_rows(data: bytes) -> tuple[int, int, bytes] | None:
     width, height, depth, color, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
     if (depth, color, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not width or not height:
         return None
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        return None  # Pillow refuses it as a decompression bomb, with its own words
+    size = height * (width + 1)
     try:
         stream, _ = _first_idat_run(data)
-        rows: bytes = _zlib.decompress(stream)
+        rows: bytes = _zlib.decompressobj().decompress(stream, size + 1)  # never more than the image can hold
     except _DECODE_ERRORS:
         return None
-    return (width, height, rows) if len(rows) == height * (width + 1) else None
+    return (width, height, rows) if len(rows) == size else None
 
 
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (UndecodableImageError, *_ZLIB_ERRORS)

@@ -319,7 +319,8 @@ def test_fast_decode_of_real_images_equals_pillow_and_leaves_other_layouts_to_it
     interlaced = build_png(16, 16, adam7_rows(16, 16), interlace=1)
     short = build_png(40, 30, gray_rows(40, 30)[:-41])  # one scanline missing: Pillow names the problem
     bad_check = build_png(40, 30, b"", packed=PACKED[:-4] + bytes(4))
-    for other in (out.getvalue(), interlaced, short, bad_check, b"not a png"):
+    bomb = build_png(4, 4, bytes(50 << 20))  # 50 MB of pixel data behind a 4x4 header: never inflated whole
+    for other in (out.getvalue(), interlaced, short, bad_check, bomb, b"not a png"):
         assert images.decode_gray8(other) is None
 
 
