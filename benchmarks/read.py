@@ -159,9 +159,8 @@ def _torch_dataset(release: Release, size: str, threads: int = 2) -> Any:
     from pipeline.read.torchdata import resumable_sampler
 
     dataset = release.torch_dataset(SPLIT, image=size, decode_threads=threads)
-    sampler = resumable_sampler(
-        dataset, seed=0, batch_size=BATCH[size], num_workers=WORKERS
-    )  # each worker, its row groups
+    # each worker, its row groups
+    sampler = resumable_sampler(dataset, seed=0, batch_size=BATCH[size], num_workers=WORKERS)
     return DataLoader(dataset, batch_size=BATCH[size], sampler=sampler, num_workers=WORKERS, persistent_workers=True)
 
 
