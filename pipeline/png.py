@@ -326,13 +326,9 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 def decode_gray8(data: bytes) -> np.ndarray | None:
     """The pixels (a height x width uint8 array) of an 8-bit gray, non-interlaced PNG; None for any other PNG, or
     one whose pixel data does not inflate to its size (the caller decodes it with Pillow, which says what is wrong).
-
-    The pixel data is inflated by ISA-L where installed (0.10 ms for a 256 px copy against zlib's 0.14). Rows all
-    filtered with Up (:func:`encode_gray8`'s) are undone by a prefix sum down the image (:func:`_sum_down`): about
-    0.16 ms for a 256 px copy against Pillow's 0.45 (machine busy: 0.19 against 0.68). Any other filter (the NIH
-    originals use Paeth and Average) is undone by Pillow's decoder, fed the inflated rows in stored deflate blocks
-    (:func:`stored_stream`): about a sixth less than Pillow alone for a 1024 px image.
-    """
+    Inflated by ISA-L where installed; rows all Up-filtered (:func:`encode_gray8`'s) are undone by a prefix sum down
+    the image (0.16 ms for a 256 px copy against Pillow's 0.45); other filters (the NIH originals' Paeth and Average)
+    by Pillow's decoder fed the inflated rows (:func:`stored_stream`), a sixth less than Pillow alone at 1024 px."""
     found = _gray8_rows(data)
     if found is None:
         return None
