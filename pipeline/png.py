@@ -360,13 +360,13 @@ def _sum_down(rows: np.ndarray) -> np.ndarray:
 def _gray8_rows(data: bytes) -> tuple[int, int, bytes] | None:
     """Width, height and inflated rows of an 8-bit gray, non-interlaced PNG whose pixel data inflates to exactly
     its size; None otherwise."""
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    try:
+        info = read_header(data)  # also refuses what Pillow refuses as a decompression bomb
+    except ImageError:
         return None
-    width, height, depth, color, compression, filtering, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    if (depth, color, compression, filtering, interlace) != (8, 0, 0, 0, 0) or not width or not height:
+    if not info.is_gray8 or data[26:29] != b"\0\0\0":  # standard compression and filters, not interlaced
         return None
-    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
-        return None  # Pillow refuses it as a decompression bomb, with its own words
+    width, height = info.width, info.height
     size = height * (width + 1)
     try:
         stream, _ = _first_idat_run(data)
